@@ -1,0 +1,2 @@
+// Package eos is not built yet.
+package eos

@@ -1,0 +1,241 @@
+// Package pgcluster starts a real Postgres server for tests and the demo.
+//
+// It sits under every stage of the pipeline: the writer, relay, eos and sink tests
+// and `outbox demo` all get their database from here. A Cluster comes from, in order:
+// an explicit URL (OUTBOX_TEST_DATABASE_URL in tests), a throwaway cluster started
+// from the machine's Postgres server binaries (initdb into a temp dir, a free port,
+// the socket in the temp dir, run as the `postgres` OS user when the process is
+// root), or a testcontainers-go container when a Docker engine answers. Every
+// cluster it starts has wal_level=logical so the relay can stream from it.
+package pgcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Source says where a Cluster's server comes from.
+type Source string
+
+const (
+	// SourceURL is a server the caller named by URL; the harness neither starts nor stops it.
+	SourceURL Source = "url"
+	// SourceLocal is a throwaway cluster run from the machine's Postgres binaries.
+	SourceLocal Source = "local"
+	// SourceContainer is a throwaway container started through testcontainers-go.
+	SourceContainer Source = "container"
+)
+
+// ErrNoPostgres is returned by Start when no URL was given, no Postgres server
+// binaries were found and no Docker engine answered. Its message says what to install.
+var ErrNoPostgres = errors.New("pgcluster: no Postgres available: set OUTBOX_TEST_DATABASE_URL to a server with wal_level=logical, " +
+	"or install the Postgres server binaries (Debian/Ubuntu: `apt-get install -y postgresql`; macOS: `brew install postgresql@16`), " +
+	"or start a Docker engine")
+
+// Config says how to get a server. The zero value starts a throwaway cluster from
+// local binaries, falling back to a container.
+type Config struct {
+	// URL of an existing server to use instead of starting one. Databases are
+	// created on it with CREATE DATABASE. Defaults to empty: start a server.
+	URL string
+	// BinDir holds initdb, postgres and pg_ctl. Defaults to OUTBOX_PG_BIN, then
+	// the directory of `postgres` on PATH, then the newest /usr/lib/postgresql/*/bin.
+	BinDir string
+	// DataDir keeps the cluster's files between runs (the demo uses it). Defaults
+	// to a new temporary directory removed by Stop.
+	DataDir string
+	// Port to listen on. Defaults to a free port (or the port recorded in DataDir).
+	Port int
+	// Settings are extra `-c name=value` server settings, applied after the defaults.
+	Settings map[string]string
+	// DisableContainer skips the testcontainers-go fallback.
+	DisableContainer bool
+	// Logger receives start and stop messages. Defaults to a discarding logger.
+	Logger *slog.Logger
+}
+
+// Cluster is a running Postgres server.
+type Cluster struct {
+	source  Source
+	baseURL string
+	local   *localServer
+	stopCtr func(context.Context) error
+	logger  *slog.Logger
+}
+
+// defaultSettings are what every started cluster runs with: logical WAL for the
+// relay, room for many parallel tests' slots, and durability traded for speed
+// (fsync off survives a killed server process, which is what the crash tests do,
+// but not a machine crash, which no test does).
+var defaultSettings = map[string]string{
+	"wal_level":                 "logical",
+	"max_replication_slots":     "64",
+	"max_wal_senders":           "64",
+	"max_connections":           "300",
+	"fsync":                     "off",
+	"full_page_writes":          "off",
+	"synchronous_commit":        "on",
+	"max_slot_wal_keep_size":    "-1",
+	"wal_sender_timeout":        "60s",
+	"shared_buffers":            "128MB",
+	"log_min_messages":          "warning",
+	"logical_decoding_work_mem": "64MB",
+}
+
+// Start returns a running server, starting one when cfg.URL is empty.
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.URL != "" {
+		if err := ping(ctx, cfg.URL); err != nil {
+			return nil, fmt.Errorf("pgcluster: connect to %s: %w", redact(cfg.URL), err)
+		}
+		return &Cluster{source: SourceURL, baseURL: cfg.URL, logger: logger}, nil
+	}
+	settings := make(map[string]string, len(defaultSettings)+len(cfg.Settings))
+	for k, v := range defaultSettings {
+		settings[k] = v
+	}
+	for k, v := range cfg.Settings {
+		settings[k] = v
+	}
+	binDir, binErr := findBinDir(cfg.BinDir)
+	if binErr == nil {
+		srv, err := startLocal(ctx, binDir, cfg.DataDir, cfg.Port, settings, logger)
+		if err != nil {
+			return nil, err
+		}
+		return &Cluster{source: SourceLocal, baseURL: srv.url(), local: srv, logger: logger}, nil
+	}
+	if !cfg.DisableContainer && dockerAnswers(ctx) {
+		url, stop, err := startContainer(ctx, settings)
+		if err != nil {
+			return nil, fmt.Errorf("pgcluster: no local binaries (%v); container: %w", binErr, err)
+		}
+		return &Cluster{source: SourceContainer, baseURL: url, stopCtr: stop, logger: logger}, nil
+	}
+	return nil, fmt.Errorf("%w (looked for binaries: %v)", ErrNoPostgres, binErr)
+}
+
+// Source says where the server came from.
+func (c *Cluster) Source() Source { return c.source }
+
+// URL is the connection URL of the server's default database.
+func (c *Cluster) URL() string { return c.baseURL }
+
+// DatabaseURL is the URL of the named database on this server.
+func (c *Cluster) DatabaseURL(name string) string { return withDatabase(c.baseURL, name) }
+
+// CreateDatabase creates a database and returns its URL.
+func (c *Cluster) CreateDatabase(ctx context.Context, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, c.baseURL)
+	if err != nil {
+		return "", fmt.Errorf("pgcluster: create database %s: %w", name, err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("pgcluster: create database %s: %w", name, err)
+	}
+	return c.DatabaseURL(name), nil
+}
+
+// DropDatabase drops a database, first dropping the replication slots that would
+// keep it alive and disconnecting its sessions.
+func (c *Cluster) DropDatabase(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, c.baseURL)
+	if err != nil {
+		return fmt.Errorf("pgcluster: drop database %s: %w", name, err)
+	}
+	defer conn.Close(context.Background())
+	// A slot's walsender must be gone before the slot can be dropped.
+	for range 50 {
+		_, err = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, name)
+		if err == nil {
+			_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, name)
+		}
+		var left int
+		if err == nil {
+			err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE database = $1`, name).Scan(&left)
+		}
+		if err == nil && left == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("pgcluster: drop database %s: %w", name, err)
+	}
+	return nil
+}
+
+// Stop stops a server the harness started; it leaves a URL server running.
+// With a local cluster the temporary directory is removed.
+func (c *Cluster) Stop(ctx context.Context) error {
+	switch c.source {
+	case SourceLocal:
+		return c.local.stop(ctx, "fast", true)
+	case SourceContainer:
+		return c.stopCtr(ctx)
+	}
+	return nil
+}
+
+// Restart stops the server in the given pg_ctl mode ("smart", "fast" or
+// "immediate") and starts it again on the same port and data directory. The
+// relay's crash tests use "immediate" to kill Postgres mid-stream. Only a local
+// cluster can be restarted.
+func (c *Cluster) Restart(ctx context.Context, mode string) error {
+	if c.source != SourceLocal {
+		return fmt.Errorf("pgcluster: restart: only a local cluster can be restarted, this one is %s", c.source)
+	}
+	if err := c.local.stop(ctx, mode, false); err != nil {
+		return err
+	}
+	return c.local.start(ctx)
+}
+
+// PID is the postmaster's process id for a local cluster, 0 otherwise.
+func (c *Cluster) PID() int {
+	if c.local == nil {
+		return 0
+	}
+	return c.local.pid()
+}
+
+func ping(ctx context.Context, dsn string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.Ping(ctx)
+}
+
+func withDatabase(dsn, name string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		// keyword/value DSN: a later dbname wins.
+		return strings.TrimSpace(dsn) + " dbname=" + name
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return dsn
+	}
+	return u.Redacted()
+}

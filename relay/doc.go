@@ -1,0 +1,2 @@
+// Package relay is not built yet.
+package relay

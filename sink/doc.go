@@ -1,0 +1,2 @@
+// Package sink is not built yet.
+package sink
