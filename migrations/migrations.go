@@ -176,3 +176,30 @@ func Create(dir, name string) error {
 	}
 	return nil
 }
+
+// CurrentVersion reads the applied version of schema without changing
+// anything (no schema or version table is created): 0 when never migrated.
+// It reads goose's own table, which sqlc does not know, hence plain SQL.
+func CurrentVersion(ctx context.Context, databaseURL, schema string) (int64, error) {
+	if err := ValidateSchema(schema); err != nil {
+		return 0, err
+	}
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		return 0, fmt.Errorf("migrations: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, schema+".goose_db_version").Scan(&exists); err != nil {
+		return 0, fmt.Errorf("migrations: read version of %s: %w", schema, err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int64
+	q := `SELECT coalesce(max(version_id), 0) FROM ` + pgx.Identifier{schema, "goose_db_version"}.Sanitize() + ` WHERE is_applied`
+	if err := conn.QueryRow(ctx, q).Scan(&v); err != nil {
+		return 0, fmt.Errorf("migrations: read version of %s: %w", schema, err)
+	}
+	return v, nil
+}

@@ -13,23 +13,23 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const countEvents = `-- name: CountEvents :one
+const CountEvents = `-- name: CountEvents :one
 SELECT count(*) FROM /* TEMPLATE: schema */events
 `
 
 func (q *Queries) CountEvents(ctx context.Context, db DBTX) (int64, error) {
-	row := db.QueryRow(ctx, countEvents)
+	row := db.QueryRow(ctx, CountEvents)
 	var count int64
 	err := row.Scan(&count)
 	return count, err
 }
 
-const getEvent = `-- name: GetEvent :one
+const GetEvent = `-- name: GetEvent :one
 SELECT event_id, aggregate_type, aggregate_id, event_type, topic, fanout_topics, kind, content_type, payload, headers, occurred_at, created_at FROM /* TEMPLATE: schema */events WHERE event_id = $1
 `
 
 func (q *Queries) GetEvent(ctx context.Context, db DBTX, eventID uuid.UUID) (Event, error) {
-	row := db.QueryRow(ctx, getEvent, eventID)
+	row := db.QueryRow(ctx, GetEvent, eventID)
 	var i Event
 	err := row.Scan(
 		&i.EventID,
@@ -48,7 +48,7 @@ func (q *Queries) GetEvent(ctx context.Context, db DBTX, eventID uuid.UUID) (Eve
 	return i, err
 }
 
-const insertEvents = `-- name: InsertEvents :exec
+const InsertEvents = `-- name: InsertEvents :exec
 
 INSERT INTO /* TEMPLATE: schema */events
     (event_id, aggregate_type, aggregate_id, event_type, topic, fanout_topics, kind, content_type, payload, headers, occurred_at)
@@ -92,7 +92,7 @@ type InsertEventsParams struct {
 // replaces with the configured schema (see sql/schema.go).
 // One statement, one round trip, for any number of events.
 func (q *Queries) InsertEvents(ctx context.Context, db DBTX, arg InsertEventsParams) error {
-	_, err := db.Exec(ctx, insertEvents,
+	_, err := db.Exec(ctx, InsertEvents,
 		arg.EventIds,
 		arg.AggregateTypes,
 		arg.AggregateIds,
@@ -108,7 +108,7 @@ func (q *Queries) InsertEvents(ctx context.Context, db DBTX, arg InsertEventsPar
 	return err
 }
 
-const maintain = `-- name: Maintain :many
+const Maintain = `-- name: Maintain :many
 SELECT action::text AS action, object::text AS object
 FROM /* TEMPLATE: schema */maintain($1::interval, $2::integer, coalesce($3::timestamptz, now()))
 `
@@ -125,7 +125,7 @@ type MaintainRow struct {
 }
 
 func (q *Queries) Maintain(ctx context.Context, db DBTX, arg MaintainParams) ([]MaintainRow, error) {
-	rows, err := db.Query(ctx, maintain, arg.Retention, arg.Premake, arg.Now)
+	rows, err := db.Query(ctx, Maintain, arg.Retention, arg.Premake, arg.Now)
 	if err != nil {
 		return nil, err
 	}

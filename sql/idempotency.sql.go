@@ -10,21 +10,37 @@ import (
 	"time"
 )
 
-const claimKey = `-- name: ClaimKey :one
-INSERT INTO /* TEMPLATE: schema */idempotency_keys AS k (scope, idem_key, fingerprint, created_at, expires_at)
-VALUES ($1, $2, $3, coalesce($4::timestamptz, now()),
-        coalesce($4::timestamptz, now()) + make_interval(secs => $5::float8))
-ON CONFLICT (scope, idem_key) DO UPDATE
-    SET fingerprint = EXCLUDED.fingerprint,
-        status = 'started',
-        response_code = NULL,
-        response_headers = NULL,
-        response_body = NULL,
-        created_at = EXCLUDED.created_at,
-        completed_at = NULL,
-        expires_at = EXCLUDED.expires_at
-    WHERE k.expires_at <= coalesce($4::timestamptz, now())
-RETURNING k.created_at
+const ClaimKey = `-- name: ClaimKey :one
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || E'\x1f' || $2::text, 7)) AS locked
+), claimed AS (
+    INSERT INTO /* TEMPLATE: schema */idempotency_keys AS k (scope, idem_key, fingerprint, created_at, expires_at)
+    SELECT $1::text, $2::text, $3::text, coalesce($4::timestamptz, now()),
+           coalesce($4::timestamptz, now()) + make_interval(secs => $5::float8)
+    FROM lock WHERE lock.locked
+    ON CONFLICT (scope, idem_key) DO UPDATE
+        SET fingerprint = EXCLUDED.fingerprint,
+            status = 'started',
+            response_code = NULL,
+            response_headers = NULL,
+            response_body = NULL,
+            created_at = EXCLUDED.created_at,
+            completed_at = NULL,
+            expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at <= coalesce($4::timestamptz, now())
+    RETURNING k.idem_key
+)
+SELECT
+    (SELECT lock.locked FROM lock)::boolean AS locked,
+    EXISTS (SELECT 1 FROM claimed)::boolean AS claimed,
+    e.fingerprint AS fingerprint,
+    e.status AS status,
+    e.response_code AS response_code,
+    e.response_headers AS response_headers,
+    e.response_body AS response_body,
+    e.expires_at AS expires_at
+FROM (SELECT 1) AS one
+LEFT JOIN /* TEMPLATE: schema */idempotency_keys AS e ON e.scope = $1::text AND e.idem_key = $2::text
 `
 
 type ClaimKeyParams struct {
@@ -35,22 +51,45 @@ type ClaimKeyParams struct {
 	TtlSeconds  float64
 }
 
-// Inserts the key, or takes over an expired one. No row means the key exists and
-// is live: read it with GetKey.
-func (q *Queries) ClaimKey(ctx context.Context, db DBTX, arg ClaimKeyParams) (time.Time, error) {
-	row := db.QueryRow(ctx, claimKey,
+type ClaimKeyRow struct {
+	Locked          bool
+	Claimed         bool
+	Fingerprint     *string
+	Status          *string
+	ResponseCode    *int32
+	ResponseHeaders []byte
+	ResponseBody    []byte
+	ExpiresAt       *time.Time
+}
+
+// One round trip decides a claim. A transaction-scoped advisory lock on the key
+// tells whether another transaction is processing it right now (then the caller
+// answers 409 at once instead of waiting on the unique index); with the lock,
+// the key is inserted, or an expired one taken over; otherwise the live row is
+// returned for the caller to compare fingerprints and replay its response.
+func (q *Queries) ClaimKey(ctx context.Context, db DBTX, arg ClaimKeyParams) (ClaimKeyRow, error) {
+	row := db.QueryRow(ctx, ClaimKey,
 		arg.Scope,
 		arg.IdemKey,
 		arg.Fingerprint,
 		arg.Now,
 		arg.TtlSeconds,
 	)
-	var created_at time.Time
-	err := row.Scan(&created_at)
-	return created_at, err
+	var i ClaimKeyRow
+	err := row.Scan(
+		&i.Locked,
+		&i.Claimed,
+		&i.Fingerprint,
+		&i.Status,
+		&i.ResponseCode,
+		&i.ResponseHeaders,
+		&i.ResponseBody,
+		&i.ExpiresAt,
+	)
+	return i, err
 }
 
-const completeKey = `-- name: CompleteKey :execrows
+const CompleteKey = `-- name: CompleteKey :execrows
 UPDATE /* TEMPLATE: schema */idempotency_keys
 SET status = 'completed',
     response_code = $1,
@@ -70,7 +109,7 @@ type CompleteKeyParams struct {
 }
 
 func (q *Queries) CompleteKey(ctx context.Context, db DBTX, arg CompleteKeyParams) (int64, error) {
-	result, err := db.Exec(ctx, completeKey,
+	result, err := db.Exec(ctx, CompleteKey,
 		arg.ResponseCode,
 		arg.ResponseHeaders,
 		arg.ResponseBody,
@@ -84,18 +123,18 @@ func (q *Queries) CompleteKey(ctx context.Context, db DBTX, arg CompleteKeyParam
 	return result.RowsAffected(), nil
 }
 
-const countKeys = `-- name: CountKeys :one
+const CountKeys = `-- name: CountKeys :one
 SELECT count(*) FROM /* TEMPLATE: schema */idempotency_keys
 `
 
 func (q *Queries) CountKeys(ctx context.Context, db DBTX) (int64, error) {
-	row := db.QueryRow(ctx, countKeys)
+	row := db.QueryRow(ctx, CountKeys)
 	var count int64
 	err := row.Scan(&count)
 	return count, err
 }
 
-const getKey = `-- name: GetKey :one
+const GetKey = `-- name: GetKey :one
 SELECT scope, idem_key, fingerprint, status, response_code, response_headers, response_body, created_at, completed_at, expires_at FROM /* TEMPLATE: schema */idempotency_keys WHERE scope = $1 AND idem_key = $2
 `
 
@@ -105,7 +144,7 @@ type GetKeyParams struct {
 }
 
 func (q *Queries) GetKey(ctx context.Context, db DBTX, arg GetKeyParams) (IdempotencyKey, error) {
-	row := db.QueryRow(ctx, getKey, arg.Scope, arg.IdemKey)
+	row := db.QueryRow(ctx, GetKey, arg.Scope, arg.IdemKey)
 	var i IdempotencyKey
 	err := row.Scan(
 		&i.Scope,
@@ -120,23 +159,4 @@ func (q *Queries) GetKey(ctx context.Context, db DBTX, arg GetKeyParams) (Idempo
 		&i.ExpiresAt,
 	)
 	return i, err
-}
-
-const tryLockKey = `-- name: TryLockKey :one
-SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || E'\x1f' || $2::text, 7)) AS locked
-`
-
-type TryLockKeyParams struct {
-	Scope   string
-	IdemKey string
-}
-
-// A transaction-scoped advisory lock on the key: taken means another transaction
-// is processing the same key right now, so the caller answers 409 at once
-// instead of waiting on the unique index.
-func (q *Queries) TryLockKey(ctx context.Context, db DBTX, arg TryLockKeyParams) (bool, error) {
-	row := db.QueryRow(ctx, tryLockKey, arg.Scope, arg.IdemKey)
-	var locked bool
-	err := row.Scan(&locked)
-	return locked, err
 }

@@ -27,6 +27,10 @@ func InSchema(db DBTX, schema string) DBTX {
 	return schemaDB{db: db, rw: rewriterFor(schema)}
 }
 
+// Qualify returns query with its tables qualified by schema, for callers that
+// queue a generated query into their own pgx.Batch instead of running it.
+func Qualify(schema, query string) string { return rewriterFor(schema).rewrite(query) }
+
 type rewriter struct {
 	prefix string
 	cache  sync.Map // original SQL -> rewritten SQL

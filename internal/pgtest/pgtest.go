@@ -33,15 +33,31 @@ var (
 // Cluster returns the server shared by this test binary, starting it on first use.
 func Cluster(t testing.TB) *pgcluster.Cluster {
 	t.Helper()
+	c, err := start()
+	if err != nil {
+		t.Fatalf("pgtest: this test needs a real Postgres: %v", err)
+	}
+	return c
+}
+
+func start() (*pgcluster.Cluster, error) {
 	once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		shared, startErr = pgcluster.Start(ctx, pgcluster.Config{URL: os.Getenv(EnvDatabaseURL)})
 	})
-	if startErr != nil {
-		t.Fatalf("pgtest: this test needs a real Postgres: %v", startErr)
+	return shared, startErr
+}
+
+// Database creates a database named name on the shared server for code that
+// has no testing.TB (TestMain preparing an Example). It is dropped with the
+// server at the end of Main, or explicitly by the caller.
+func Database(ctx context.Context, name string) (string, error) {
+	c, err := start()
+	if err != nil {
+		return "", fmt.Errorf("pgtest: this test needs a real Postgres: %w", err)
 	}
-	return shared
+	return c.CreateDatabase(ctx, fmt.Sprintf("%s_%d", name, os.Getpid()))
 }
 
 // Main runs the tests and stops the shared server afterwards. Call it from TestMain:

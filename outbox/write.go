@@ -1,0 +1,232 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxrelay/outbox/envelope"
+	"github.com/outboxrelay/outbox/sql"
+)
+
+// Kind says how Kafka keeps an event.
+type Kind string
+
+const (
+	// KindEvent is a fact; it goes to a topic with time retention. The default.
+	KindEvent Kind = envelope.KindEvent
+	// KindRecord is an entity's latest state; it goes to a compacted topic.
+	KindRecord Kind = envelope.KindRecord
+)
+
+// Event is one outbox row. Keep events right-sized: the facts the event owns
+// plus stable ids, not whole foreign objects.
+type Event struct {
+	// ID is the event id, the idempotency key all the way down. Defaults to a
+	// new UUIDv7; a caller-supplied id must be a UUIDv7.
+	ID uuid.UUID
+	// AggregateType names the kind of entity, e.g. "order". Required.
+	AggregateType string
+	// AggregateID identifies the entity and is the Kafka key: every event of one
+	// aggregate lands in one partition, in commit order. Required.
+	AggregateID string
+	// EventType names what happened, e.g. "order.created". Required.
+	EventType string
+	// Topic routes the event. Defaults to the relay's template applied to
+	// AggregateType ("outbox.order").
+	Topic string
+	// FanoutTopics also receive the event.
+	FanoutTopics []string
+	// Kind is KindEvent (default) or KindRecord.
+	Kind Kind
+	// ContentType of Payload. Defaults to "application/json", which is validated.
+	ContentType string
+	// Payload is the event body.
+	Payload []byte
+	// Headers travel with the event to Kafka. Trace context, correlation and
+	// causation ids from ctx are added unless set here.
+	Headers map[string]string
+	// OccurredAt is when the fact happened. Defaults to now.
+	OccurredAt time.Time
+}
+
+// Write inserts events into the outbox in tx, in one statement (one round trip
+// however many events), and returns their ids in order. It validates every
+// event first: on a validation error nothing is written and tx stays usable.
+// See the package doc for what commit and rollback mean.
+func (w *Writer) Write(ctx context.Context, tx pgx.Tx, events ...Event) ([]uuid.UUID, error) {
+	var ids []uuid.UUID
+	if err := w.write(ctx, tx, events, &ids); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// write validates events and inserts them through db (a transaction, or a
+// batch recorder), setting *ids once they are known.
+func (w *Writer) write(ctx context.Context, db sql.DBTX, events []Event, ids *[]uuid.UUID) error {
+	if len(events) == 0 {
+		return ErrNoEvents
+	}
+	p := sql.InsertEventsParams{
+		EventIds:       make([]uuid.UUID, len(events)),
+		AggregateTypes: make([]string, len(events)),
+		AggregateIds:   make([]string, len(events)),
+		EventTypes:     make([]string, len(events)),
+		Topics:         make([]string, len(events)),
+		Fanouts:        make([][]byte, len(events)),
+		Kinds:          make([]string, len(events)),
+		ContentTypes:   make([]string, len(events)),
+		Payloads:       make([][]byte, len(events)),
+		Headers:        make([][]byte, len(events)),
+		OccurredAts:    make([]time.Time, len(events)),
+	}
+	now := w.cfg.Now()
+	ctxHeaders := w.contextHeaders(ctx)
+	for i := range events {
+		e := &events[i]
+		if err := w.validate(i, e); err != nil {
+			return err
+		}
+		id := e.ID
+		if id == uuid.Nil {
+			var err error
+			if id, err = uuid.NewV7(); err != nil {
+				return fmt.Errorf("outbox: new event id: %w", err)
+			}
+		}
+		headers, err := w.headers(i, e, ctxHeaders, p.EventIds[0], id)
+		if err != nil {
+			return err
+		}
+		fanout, _ := json.Marshal(nonNil(e.FanoutTopics))
+		p.EventIds[i] = id
+		p.AggregateTypes[i] = e.AggregateType
+		p.AggregateIds[i] = e.AggregateID
+		p.EventTypes[i] = e.EventType
+		p.Topics[i] = e.Topic
+		p.Fanouts[i] = fanout
+		p.Kinds[i] = string(orDefault(e.Kind, KindEvent))
+		p.ContentTypes[i] = orDefault(e.ContentType, envelope.ContentTypeJSON)
+		p.Payloads[i] = nonNilBytes(e.Payload)
+		p.Headers[i] = headers
+		p.OccurredAts[i] = orNow(e.OccurredAt, now)
+	}
+	if err := w.q.InsertEvents(ctx, w.db(db), p); err != nil {
+		return fmt.Errorf("outbox: insert %d events: %w", len(events), err)
+	}
+	*ids = p.EventIds
+	return nil
+}
+
+func (w *Writer) validate(i int, e *Event) error {
+	verr := func(field string, err error, detail string) error {
+		return &ValidationError{Index: i, Field: field, Err: err, Detail: detail}
+	}
+	switch {
+	case strings.TrimSpace(e.AggregateType) == "":
+		return verr("AggregateType", ErrMissingAggregateType, "")
+	case strings.TrimSpace(e.AggregateID) == "":
+		return verr("AggregateID", ErrMissingAggregateID, "")
+	case strings.TrimSpace(e.EventType) == "":
+		return verr("EventType", ErrMissingEventType, "")
+	}
+	if e.ID != uuid.Nil && e.ID.Version() != 7 {
+		return verr("ID", ErrInvalidEventID, fmt.Sprintf("%s is version %d", e.ID, e.ID.Version()))
+	}
+	if e.Kind != "" && e.Kind != KindEvent && e.Kind != KindRecord {
+		return verr("Kind", ErrInvalidKind, fmt.Sprintf("%q; use %q or %q", e.Kind, KindEvent, KindRecord))
+	}
+	if e.Topic != "" {
+		if err := envelope.ValidTopic(e.Topic); err != nil {
+			return verr("Topic", ErrInvalidTopic, err.Error())
+		}
+	}
+	for _, t := range e.FanoutTopics {
+		if err := envelope.ValidTopic(t); err != nil {
+			return verr("FanoutTopics", ErrInvalidTopic, err.Error())
+		}
+	}
+	if len(e.Payload) > w.cfg.MaxPayloadBytes {
+		return verr("Payload", ErrPayloadTooLarge, fmt.Sprintf("%d bytes, limit %d", len(e.Payload), w.cfg.MaxPayloadBytes))
+	}
+	if isJSON(orDefault(e.ContentType, envelope.ContentTypeJSON)) && !json.Valid(e.Payload) {
+		return verr("Payload", ErrInvalidJSON, "content type "+orDefault(e.ContentType, envelope.ContentTypeJSON))
+	}
+	return nil
+}
+
+// isJSON reports whether a content type is JSON: application/json or any
+// structured-syntax +json type (application/cloudevents+json).
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// headers merges the event's own headers over those from ctx, defaulting the
+// correlation id to the first event of the write, and checks the size.
+func (w *Writer) headers(i int, e *Event, fromCtx map[string]string, firstID, id uuid.UUID) ([]byte, error) {
+	h := make(map[string]string, len(fromCtx)+len(e.Headers)+1)
+	for k, v := range fromCtx {
+		h[k] = v
+	}
+	for k, v := range e.Headers {
+		h[k] = v
+	}
+	if h[envelope.HeaderCorrelationID] == "" {
+		if i == 0 {
+			firstID = id
+		}
+		// The write starts a correlation when the request carried none.
+		h[envelope.HeaderCorrelationID] = firstID.String()
+	}
+	size := 0
+	for k, v := range h {
+		size += len(k) + len(v)
+	}
+	if size > w.cfg.MaxHeaderBytes {
+		return nil, &ValidationError{Index: i, Field: "Headers", Err: ErrHeadersTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", size, w.cfg.MaxHeaderBytes)}
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: event %d: encode headers: %w", i, err)
+	}
+	return b, nil
+}
+
+func orDefault[T ~string](v, def T) T {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func orNow(t, now time.Time) time.Time {
+	if t.IsZero() {
+		return now
+	}
+	return t
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func nonNilBytes(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
