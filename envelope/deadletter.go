@@ -75,7 +75,6 @@ type DeadLetter struct {
 func (d DeadLetter) Headers() []Header {
 	p := strconv.FormatInt(int64(d.OriginPartition), 10)
 	o := strconv.FormatInt(d.OriginOffset, 10)
-	ts := strconv.FormatInt(d.OriginTimestamp.UnixMilli(), 10)
 	at := d.At
 	if at.IsZero() {
 		at = time.Now()
@@ -91,12 +90,14 @@ func (d DeadLetter) Headers() []Header {
 		{HeaderSpringOriginTopic, []byte(d.OriginTopic)},
 		{HeaderSpringOriginPartition, []byte(p)},
 		{HeaderSpringOriginOffset, []byte(o)},
-		{HeaderSpringOriginTimestamp, []byte(ts)},
 		{HeaderSpringOriginGroup, []byte(d.Group)},
 		{HeaderSpringErrorClass, []byte(d.ErrorClass)},
 		{HeaderSpringErrorMessage, []byte(d.ErrorMessage)},
 		{HeaderDLTAttempt, []byte(strconv.Itoa(d.Attempt))},
 		{HeaderDLTAt, []byte(at.UTC().Format(time.RFC3339Nano))},
+	}
+	if !d.OriginTimestamp.IsZero() {
+		hs = append(hs, Header{HeaderSpringOriginTimestamp, []byte(strconv.FormatInt(d.OriginTimestamp.UnixMilli(), 10))})
 	}
 	if len(d.History) > 0 {
 		b, _ := json.Marshal(d.History)

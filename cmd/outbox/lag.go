@@ -2,10 +2,217 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/internal/lagcheck"
+	"github.com/outboxrelay/outbox/internal/opsserver"
 )
 
-// runLag is not built yet; its issue replaces this file.
+// exitLagAlert is lag's exit code when a group breaches --fail-on or a threshold.
+const exitLagAlert = 3
+
+// runLag is `outbox lag`: consumer lag per group and partition, in records and
+// seconds, with Burrow statuses; exit 3 on an alert; --watch and --metrics-addr
+// keep sampling and serve the figures as gauges.
 func runLag(ctx context.Context, e *env, args []string) error {
-	return errors.New("lag: not implemented yet")
+	fs := newFlagSet(e, "lag")
+	var kc kafkaconn.Config
+	kc.Register(fs)
+	groups := splitComma(envOr("OUTBOX_LAG_GROUPS", ""))
+	fromEnv := true
+	fs.Func("group", "consumer group to check; repeat or comma separate (env OUTBOX_LAG_GROUPS); default all groups", func(s string) error {
+		if fromEnv {
+			groups, fromEnv = nil, false
+		}
+		groups = append(groups, splitComma(s)...)
+		return nil
+	})
+	window := fs.Int("window", 3, "samples per partition that the status judges (Burrow's window); 1 gives an instant snapshot")
+	interval := fs.Duration("interval", 5*time.Second, "time between samples")
+	watch := fs.Bool("watch", false, "keep sampling and printing every --interval until interrupted")
+	metricsAddr := fs.String("metrics-addr", envOr("OUTBOX_METRICS_ADDR", ""), "serve the figures on /metrics at this address (implies --watch) (env OUTBOX_METRICS_ADDR)")
+	maxRecords := fs.Int64("max-lag-records", 0, "alert when a group's lag exceeds this many records (0: off)")
+	maxAge := fs.Duration("max-lag-seconds", 0, "alert when a group's oldest unconsumed record is older than this, e.g. 5m (0: off)")
+	failOn := fs.String("fail-on", "ERR", "alert on a group status at or above WARN or ERR; none to alert on thresholds only")
+	probe := fs.Duration("probe-timeout", 2*time.Second, "how long to look for the oldest unconsumed record of a lagging partition")
+	asJSON := fs.Bool("json", false, "print reports as JSON lines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	severity := map[string]int{"WARN": 1, "ERR": 2, "NONE": 99}[strings.ToUpper(*failOn)]
+	if severity == 0 {
+		return fmt.Errorf("%w: --fail-on is WARN, ERR or none", errUsage)
+	}
+	if *window < 1 || *interval <= 0 {
+		return fmt.Errorf("%w: --window must be at least 1 and --interval positive", errUsage)
+	}
+	opts, err := kc.Opts()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	checker, err := lagcheck.New(lagcheck.Config{Groups: groups, Window: *window, ProbeTimeout: *probe}, opts...)
+	if err != nil {
+		return err
+	}
+	defer checker.Close()
+	show := func(r lagcheck.Report) error {
+		if *asJSON {
+			return writeLagJSON(e.stdout, r)
+		}
+		return writeLagTable(e.stdout, r)
+	}
+
+	if *watch || *metricsAddr != "" {
+		reg := opsserver.NewRegistry()
+		metrics, err := lagcheck.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
+		srv, err := opsserver.Start(opsserver.Config{Addr: *metricsAddr, Registry: reg, Logger: e.logger})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Stop(sctx)
+		}()
+		t := time.NewTicker(*interval)
+		defer t.Stop()
+		for {
+			r, err := checker.Sample(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				e.logger.ErrorContext(ctx, "lag: sample failed", "err", err)
+			} else {
+				metrics.Observe(r)
+				if err := show(r); err != nil {
+					return err
+				}
+				if msg := lagAlert(r, severity, *maxRecords, *maxAge); msg != "" {
+					e.logger.WarnContext(ctx, "lag: alert", "reason", msg)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	}
+
+	var r lagcheck.Report
+	for i := range *window {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("lag: %w", ctx.Err())
+			case <-time.After(*interval):
+			}
+		}
+		if r, err = checker.Sample(ctx); err != nil {
+			return err
+		}
+	}
+	if err := show(r); err != nil {
+		return err
+	}
+	if msg := lagAlert(r, severity, *maxRecords, *maxAge); msg != "" {
+		return exitError{code: exitLagAlert, msg: msg}
+	}
+	return nil
+}
+
+// lagAlert returns why the report breaches the alert settings, or "".
+func lagAlert(r lagcheck.Report, severity int, maxRecords int64, maxAge time.Duration) string {
+	var why []string
+	for _, g := range r.Groups {
+		if g.Status.Severity() >= severity {
+			why = append(why, fmt.Sprintf("group %s is %s (%s)", g.Group, g.Status, g.Worst))
+		}
+		if maxRecords > 0 && g.Lag > maxRecords {
+			why = append(why, fmt.Sprintf("group %s lags %d records (max %d)", g.Group, g.Lag, maxRecords))
+		}
+		if maxAge > 0 && g.MaxLagSeconds > maxAge.Seconds() {
+			why = append(why, fmt.Sprintf("group %s lags %.0fs (max %s)", g.Group, g.MaxLagSeconds, maxAge))
+		}
+	}
+	return strings.Join(why, "; ")
+}
+
+func writeLagTable(w io.Writer, r lagcheck.Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "# %s\n", r.At.UTC().Format(time.RFC3339))
+	fmt.Fprintln(tw, "GROUP\tSTATUS\tSTATE\tMEMBERS\tTOPIC\tPARTITION\tCOMMITTED\tLSO\tHWM\tLAG\tLAG_SECONDS\tPARTITION_STATUS")
+	for _, g := range r.Groups {
+		status := g.Status.String()
+		if g.Status == lagcheck.StatusErr {
+			status += "(" + g.Worst.String() + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t\t\t\t\t\t%d\t%.1f\t\n", g.Group, status, g.State, g.Members, g.Lag, g.MaxLagSeconds)
+		for _, p := range g.Partitions {
+			fmt.Fprintf(tw, "\t\t\t\t%s\t%d\t%d\t%d\t%d\t%d\t%.1f\t%s\n", p.Topic, p.Partition, p.Committed, p.End, p.HighWatermark, p.Lag, p.LagSeconds, p.Status)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("lag: write: %w", err)
+	}
+	return nil
+}
+
+func writeLagJSON(w io.Writer, r lagcheck.Report) error {
+	type part struct {
+		Topic         string  `json:"topic"`
+		Partition     int32   `json:"partition"`
+		Committed     int64   `json:"committed"`
+		LSO           int64   `json:"last_stable_offset"`
+		HWM           int64   `json:"high_watermark"`
+		Lag           int64   `json:"lag"`
+		LagSeconds    float64 `json:"lag_seconds"`
+		PartitionStat string  `json:"status"`
+	}
+	type group struct {
+		Group      string  `json:"group"`
+		Status     string  `json:"status"`
+		Worst      string  `json:"worst_partition_status"`
+		State      string  `json:"state"`
+		Members    int     `json:"members"`
+		Lag        int64   `json:"lag"`
+		LagSeconds float64 `json:"lag_seconds"`
+		Partitions []part  `json:"partitions"`
+	}
+	out := struct {
+		At     time.Time `json:"at"`
+		Groups []group   `json:"groups"`
+	}{At: r.At.UTC()}
+	for _, g := range r.Groups {
+		jg := group{Group: g.Group, Status: g.Status.String(), Worst: g.Worst.String(), State: g.State, Members: g.Members, Lag: g.Lag, LagSeconds: g.MaxLagSeconds}
+		for _, p := range g.Partitions {
+			jg.Partitions = append(jg.Partitions, part{p.Topic, p.Partition, p.Committed, p.End, p.HighWatermark, p.Lag, p.LagSeconds, p.Status.String()})
+		}
+		out.Groups = append(out.Groups, jg)
+	}
+	if err := json.NewEncoder(w).Encode(out); err != nil {
+		return fmt.Errorf("lag: write: %w", err)
+	}
+	return nil
+}
+
+// splitComma splits a comma-separated list, dropping empty items.
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

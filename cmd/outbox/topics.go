@@ -2,10 +2,71 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/internal/topicspec"
 )
 
-// runTopics is not built yet; its issue replaces this file.
+// runTopics is `outbox topics apply -f topics.yaml [--dry-run]`: print the
+// diff between the file and the cluster, then apply it.
 func runTopics(ctx context.Context, e *env, args []string) error {
-	return errors.New("topics: not implemented yet")
+	if len(args) == 0 || args[0] != "apply" {
+		return fmt.Errorf("%w: outbox topics apply -f topics.yaml [--dry-run]", errUsage)
+	}
+	fs := newFlagSet(e, "topics apply")
+	var kc kafkaconn.Config
+	kc.Register(fs)
+	file := fs.String("f", envOr("OUTBOX_TOPICS_FILE", "deploy/topics.yaml"), "topics file (env OUTBOX_TOPICS_FILE)")
+	dryRun := fs.Bool("dry-run", false, "print the changes without making them")
+	rf := fs.Int("replication-factor", 0, "override every topic's replication factor (e.g. 1 on a single-broker dev cluster); 0 keeps the file's")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	f, err := topicspec.Load(*file)
+	if err != nil {
+		return err
+	}
+	specs, err := f.Specs()
+	if err != nil {
+		return err
+	}
+	if *rf != 0 {
+		for i := range specs {
+			specs[i].ReplicationFactor = int16(*rf)
+			// min.insync.replicas above the replica count would reject every
+			// acks=all write (and transactional producers use acks=all).
+			if m, err := strconv.Atoi(specs[i].Configs["min.insync.replicas"]); err == nil && *rf > 0 && m > *rf {
+				specs[i].Configs["min.insync.replicas"] = strconv.Itoa(*rf)
+			}
+		}
+	}
+	opts, err := kc.Opts()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("topics: kafka client: %w", err)
+	}
+	defer cl.Close()
+
+	plan, err := topicspec.MakePlan(ctx, cl, specs)
+	if err != nil {
+		return err
+	}
+	if err := plan.Write(e.stdout); err != nil {
+		return err
+	}
+	if *dryRun || plan.Pending() == 0 {
+		return nil
+	}
+	if err := topicspec.Apply(ctx, cl, plan); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "applied %d change(s)\n", plan.Pending())
+	return nil
 }
