@@ -3,9 +3,175 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outboxrelay/outbox/eos"
+	"github.com/outboxrelay/outbox/eos/orders"
+	"github.com/outboxrelay/outbox/internal/embedkafka"
+	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/internal/opsserver"
 )
 
-// runTransform is not built yet; its issue replaces this file.
+// transformFlags are the settings a shipped transform may read.
+type transformFlags struct {
+	paymentTopic, shippingTopic string
+}
+
+// transforms are the transforms the binary ships, by --transform name. Users
+// with their own transform import eos as a library.
+var transforms = map[string]struct {
+	summary string
+	build   func(f transformFlags) (eos.TransformFunc, []string)
+}{
+	"orders": {
+		summary: "order.created -> payment.requested (--payment-topic) and shipping.requested (--shipping-topic)",
+		build: func(f transformFlags) (eos.TransformFunc, []string) {
+			return orders.Transform(orders.Config{PaymentTopic: f.paymentTopic, ShippingTopic: f.shippingTopic}),
+				[]string{f.paymentTopic, f.shippingTopic}
+		},
+	},
+}
+
+func transformNames() string {
+	names := make([]string, 0, len(transforms))
+	for n, t := range transforms {
+		names = append(names, n+": "+t.summary)
+	}
+	sort.Strings(names)
+	return strings.Join(names, "; ")
+}
+
+// runTransform runs the exactly-once consume-transform-produce stage.
 func runTransform(ctx context.Context, e *env, args []string) error {
-	return errors.New("transform: not implemented yet")
+	fs := newFlagSet(e, "transform")
+	var kc kafkaconn.Config
+	kc.Register(fs)
+	host, _ := os.Hostname()
+	var (
+		group      = fs.String("group", envOr("OUTBOX_TRANSFORM_GROUP", "outbox-transform"), "consumer group (env OUTBOX_TRANSFORM_GROUP)")
+		input      = fs.String("input", envOr("OUTBOX_TRANSFORM_INPUT", "outbox.order"), "input topics, comma separated (env OUTBOX_TRANSFORM_INPUT)")
+		output     = fs.String("output", envOr("OUTBOX_TRANSFORM_OUTPUT", ""), "default output topic for records the transform does not route (env OUTBOX_TRANSFORM_OUTPUT)")
+		dlq        = fs.String("dlq", envOr("OUTBOX_TRANSFORM_DLQ", "outbox.transform.dlq"), "dead-letter topic for rejected records (env OUTBOX_TRANSFORM_DLQ)")
+		name       = fs.String("transform", envOr("OUTBOX_TRANSFORM", "orders"), "transform to run: "+transformNames()+" (env OUTBOX_TRANSFORM)")
+		stageName  = fs.String("name", envOr("OUTBOX_TRANSFORM_NAME", ""), "stage name in logs, metrics and dead-letter headers; defaults to the group (env OUTBOX_TRANSFORM_NAME)")
+		txnID      = fs.String("transactional-id", envOr("OUTBOX_TRANSFORM_TRANSACTIONAL_ID", ""), "transactional id, unique per instance and stable across its restarts; defaults to GROUP-HOSTNAME (env OUTBOX_TRANSFORM_TRANSACTIONAL_ID)")
+		payment    = fs.String("payment-topic", envOr("OUTBOX_PAYMENT_TOPIC", "commands.payment"), "orders: topic for payment.requested (env OUTBOX_PAYMENT_TOPIC)")
+		shipping   = fs.String("shipping-topic", envOr("OUTBOX_SHIPPING_TOPIC", "commands.shipping"), "orders: topic for shipping.requested (env OUTBOX_SHIPPING_TOPIC)")
+		maxRecs    = fs.Int("max-records-per-txn", 1000, "input records per transaction at most")
+		txnTimeout = fs.Duration("transaction-timeout", 10*time.Second, "transaction timeout; must be below --session-timeout")
+		sessTO     = fs.Duration("session-timeout", 45*time.Second, "consumer group session timeout")
+		embedded   = fs.Bool("embedded-kafka", false, "run on an in-process kfake cluster (creates the topics); for trying it out")
+		metrics    = fs.String("metrics-addr", envOr("OUTBOX_METRICS_ADDR", ""), "serve /metrics /healthz /readyz on this address, e.g. :9090 (env OUTBOX_METRICS_ADDR)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	t, ok := transforms[*name]
+	if !ok {
+		return fmt.Errorf("%w: unknown --transform %q; the binary ships: %s", errUsage, *name, transformNames())
+	}
+	if *txnID == "" {
+		*txnID = *group + "-" + host
+	}
+	inputs := transformSplit(*input)
+	fn, routed := t.build(transformFlags{paymentTopic: *payment, shippingTopic: *shipping})
+
+	if *embedded {
+		c, err := embedkafka.Start(embedkafka.Config{})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		kc.Brokers = c.Brokers()
+		e.logger.InfoContext(ctx, "transform: embedded Kafka started", "brokers", strings.Join(kc.Brokers, ","))
+	}
+	kopts, err := kc.Opts()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *embedded {
+		topics := append(append(append([]string{}, inputs...), routed...), *dlq)
+		if *output != "" {
+			topics = append(topics, *output)
+		}
+		if err := transformCreateTopics(ctx, kopts, topics); err != nil {
+			return err
+		}
+	}
+
+	reg := opsserver.NewRegistry()
+	stage, err := eos.New(eos.Config{
+		Name:               *stageName,
+		KafkaOpts:          kopts,
+		Group:              *group,
+		InputTopics:        inputs,
+		OutputTopic:        *output,
+		DeadLetterTopic:    *dlq,
+		TransactionalID:    *txnID,
+		Transform:          fn,
+		MaxRecordsPerTxn:   *maxRecs,
+		TransactionTimeout: *txnTimeout,
+		SessionTimeout:     *sessTO,
+		Logger:             e.logger,
+		Registerer:         reg,
+	})
+	if err != nil {
+		if errors.Is(err, eos.ErrInvalidConfig) {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		return err
+	}
+	ops, err := opsserver.Start(opsserver.Config{Addr: *metrics, Registry: reg, Ready: stage.Ready, Logger: e.logger})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ops.Stop(sctx)
+	}()
+	if err := stage.Run(ctx); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+func transformSplit(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// transformCreateTopics creates the topics the embedded cluster lacks (3 partitions).
+func transformCreateTopics(ctx context.Context, kopts []kgo.Opt, topics []string) error {
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopics(ctx, 3, -1, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("transform: create topics: %w", err)
+	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("transform: create topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
 }
