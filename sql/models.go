@@ -52,3 +52,37 @@ type IdempotencyKey struct {
 	CompletedAt     *time.Time
 	ExpiresAt       time.Time
 }
+
+type SinkAttempt struct {
+	Endpoint   string
+	EventID    uuid.UUID
+	N          int32
+	Outcome    string
+	StatusCode *int32
+	BodyDigest *string
+	BodyHead   []byte
+	Error      *string
+	LatencyMs  *int64
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+type SinkLedger struct {
+	Endpoint       string
+	EventID        uuid.UUID
+	Status         string
+	Attempts       int32
+	IdempotencyKey string
+	ProviderRef    *string
+	LastStatusCode *int32
+	LastError      *string
+	Topic          string
+	KafkaPartition int32
+	KafkaOffset    int64
+	NextAttemptAt  *time.Time
+	LockedAt       *time.Time
+	LockedBy       *int32
+	ReconciledAt   *time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
