@@ -52,6 +52,9 @@ type callResult struct {
 	class       string        // error class for dead letters and metrics: "http_503", "timeout"
 	retryAfter  time.Duration // from a 429/503 Retry-After
 	providerRef string
+	// indeterminate: the request may have reached the API (a timeout or a
+	// broken connection after it was sent), so whether it acted is unknown.
+	indeterminate bool
 }
 
 // call sends one request for ev to e. It never returns an error of its own:
@@ -82,6 +85,9 @@ func call(ctx context.Context, e *Endpoint, ev *Event) callResult {
 	if err != nil {
 		res.latency = time.Since(res.started)
 		res.err, res.verdict, res.class = err, verdictRetriable, errorClass(err)
+		// Only a failed dial proves nothing was sent.
+		var op *net.OpError
+		res.indeterminate = !(errors.As(err, &op) && op.Op == "dial")
 		return res
 	}
 	defer resp.Body.Close()

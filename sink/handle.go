@@ -109,6 +109,25 @@ func (s *Sink) callAndRecord(ctx context.Context, ep *endpoint, d *delivery, n i
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
+	if res.indeterminate && !ep.Idempotent {
+		// The API ignores Idempotency-Key and may have acted: calling again
+		// could charge or ship twice. The outcome is unknown until the status
+		// lookup says otherwise; without one, a person decides.
+		if err := s.recordRetrying(rctx, ep, d, n, &res, StatusUnknown, nil); err != nil {
+			return time.Time{}, err
+		}
+		hook(hookAfterRecord)
+		s.metrics.unknown.WithLabelValues(ep.Name, "indeterminate_call").Inc()
+		if ep.Reconcile == nil {
+			return time.Time{}, s.deadLetterRow(rctx, ep, d)
+		}
+		c, err := s.reconcile(ctx, ep, d)
+		if err != nil || c.kind != claimCall {
+			return time.Time{}, err
+		}
+		// The lookup says the call never arrived: calling again is safe.
+		return s.callAndRecord(ctx, ep, d, c.attempt, false)
+	}
 	var held time.Time
 	retry := (res.verdict == verdictRetriable && n <= ep.Retry.Retries) ||
 		(res.verdict == verdictPermanent && res.class != "build_request" && n <= ep.Retry.PermanentRetries)

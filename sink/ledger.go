@@ -263,6 +263,9 @@ func attemptParams(ep *Endpoint, id uuid.UUID, attempt int, res *callResult) sql
 		Endpoint: ep.Name, EventID: id, N: int32(attempt), Outcome: res.verdict.outcome(),
 		BodyHead: res.head, StartedAt: res.started,
 	}
+	if res.indeterminate && !ep.Idempotent {
+		p.Outcome = "indeterminate"
+	}
 	if res.statusCode != 0 {
 		c := int32(res.statusCode)
 		p.StatusCode = &c

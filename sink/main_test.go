@@ -275,6 +275,9 @@ type testAPI struct {
 	// fail answers for the n-th (from 1) request of a key; 0 means 200.
 	fail         func(key string, n int) (status int, retryAfter string)
 	traceparents map[string]string
+	// slow delays the answer of the n-th request of a key after the work is
+	// done: a caller that times out does not know the work happened.
+	slow func(key string, n int) time.Duration
 }
 
 func newTestAPI(t testing.TB) *testAPI {
@@ -294,12 +297,23 @@ func newTestAPI(t testing.TB) *testAPI {
 		if a.fail != nil {
 			status, ra = a.fail(key, n)
 		}
+		var delay time.Duration
+		if a.slow != nil && status == 0 {
+			delay = a.slow(key, n)
+		}
 		if status == 0 {
 			if !a.honourKeys || a.performed[key] == 0 {
 				a.performed[key]++
 			}
 		}
 		a.mu.Unlock()
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		if status != 0 {
 			if ra != "" {
 				w.Header().Set("Retry-After", ra)

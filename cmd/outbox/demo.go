@@ -3,9 +3,447 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outboxrelay/outbox/internal/demo"
+	"github.com/outboxrelay/outbox/internal/embedkafka"
+	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/internal/pgcluster"
+	"github.com/outboxrelay/outbox/migrations"
+	"github.com/outboxrelay/outbox/outbox"
+	"github.com/outboxrelay/outbox/sql"
 )
 
-// runDemo is not built yet; its issue replaces this file.
+// demoTopics are the topics the demo's stages use, created before they start.
+var demoTopics = []struct {
+	name       string
+	partitions int32
+	compact    bool
+}{
+	{"outbox.order", 3, false},
+	{"outbox.relay.checkpoints", 1, true},
+	{"commands.payment", 3, false},
+	{"commands.shipping", 3, false},
+	{"outbox.transform.dlq", 1, false},
+}
+
+// execMainEnv makes a test binary run main's dispatcher (see main_test.go),
+// so the demo's stage processes work under `go test` as with the real binary.
+const execMainEnv = "OUTBOX_EXEC_MAIN"
+
+type demoConfig struct {
+	databaseURL   string
+	kafka         kafkaconn.Config
+	orders        int
+	rate          float64
+	duplicates    float64
+	chaos         bool
+	chaosInterval time.Duration
+	timeout       time.Duration
+	logDir        string
+	quiet         bool
+}
+
+// runDemo runs the whole pipeline: a throwaway Postgres (or --database-url), an
+// in-process Kafka (or --brokers), an order service with a load generator, and
+// the relay, the orders transform and two sinks as child processes of this
+// binary, then prints an audit with a pass/fail line.
 func runDemo(ctx context.Context, e *env, args []string) error {
-	return errors.New("demo: not implemented yet")
+	fs := newFlagSet(e, "demo")
+	var cfg demoConfig
+	fs.StringVar(&cfg.databaseURL, "database-url", envOr("OUTBOX_DATABASE_URL", ""), "use this Postgres instead of a throwaway cluster (needs wal_level=logical) (env OUTBOX_DATABASE_URL)")
+	cfg.kafka.Register(fs)
+	fs.IntVar(&cfg.orders, "orders", 300, "orders to place")
+	fs.Float64Var(&cfg.rate, "rate", 60, "orders per second")
+	fs.Float64Var(&cfg.duplicates, "duplicates", 0.2, "share of orders submitted twice with the same Idempotency-Key")
+	fs.BoolVar(&cfg.chaos, "chaos", false, "SIGKILL and restart stage processes at random while the demo runs")
+	fs.DurationVar(&cfg.chaosInterval, "chaos-interval", 5*time.Second, "mean time between chaos kills (at least 2s: a killed stage needs time to rejoin)")
+	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up waiting for the pipeline to drain after this long")
+	fs.StringVar(&cfg.logDir, "log-dir", "", "where stage processes write their logs; defaults to a temp dir")
+	fs.BoolVar(&cfg.quiet, "quiet", false, "no live progress view")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if cfg.chaosInterval < 2*time.Second {
+		return fmt.Errorf("%w: --chaos-interval %s is below 2s; stages could not rejoin between kills", errUsage, cfg.chaosInterval)
+	}
+	audit, err := demoRun(ctx, e, cfg)
+	if audit != nil {
+		fmt.Fprint(e.stdout, audit.String())
+	}
+	if err != nil {
+		return err
+	}
+	if !audit.Pass() {
+		return exitError{code: 1, msg: "audit failed"}
+	}
+	return nil
+}
+
+func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	say := func(format string, a ...any) { fmt.Fprintf(e.stdout, format+"\n", a...) }
+
+	// Postgres.
+	pg, err := pgcluster.Start(ctx, pgcluster.Config{URL: cfg.databaseURL, Logger: e.logger})
+	if err != nil {
+		return nil, err
+	}
+	defer pg.Stop(context.Background()) //nolint:errcheck
+	dbURL := pg.URL()
+	if cfg.databaseURL == "" {
+		name := fmt.Sprintf("outbox_demo_%d", time.Now().Unix())
+		if dbURL, err = pg.CreateDatabase(ctx, name); err != nil {
+			return nil, err
+		}
+		say("postgres: throwaway cluster (%s), database %s", pg.Source(), name)
+	} else {
+		say("postgres: %s", redactURL(dbURL))
+	}
+	m, err := migrations.Open(ctx, dbURL, "", e.logger)
+	if err != nil {
+		return nil, err
+	}
+	_, err = m.Up(ctx)
+	m.Close()
+	if err != nil {
+		return nil, err
+	}
+
+	// Kafka.
+	if len(cfg.kafka.Brokers) == 0 {
+		k, err := embedkafka.Start(embedkafka.Config{})
+		if err != nil {
+			return nil, err
+		}
+		defer k.Close()
+		cfg.kafka.Brokers = k.Brokers()
+		say("kafka: embedded kfake at %s", strings.Join(cfg.kafka.Brokers, ","))
+	} else {
+		say("kafka: %s", strings.Join(cfg.kafka.Brokers, ","))
+	}
+	kopts, err := cfg.kafka.Opts()
+	if err != nil {
+		return nil, err
+	}
+	if err := demoCreateTopics(ctx, kopts); err != nil {
+		return nil, err
+	}
+
+	// The order service, writing through the outbox.
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("demo: pool: %w", err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, demo.OrdersTable); err != nil {
+		return nil, fmt.Errorf("demo: create orders table: %w", err)
+	}
+	writer, err := outbox.New(outbox.Config{})
+	if err != nil {
+		return nil, err
+	}
+	svc := &demo.OrderService{Pool: pool, Writer: writer, Logger: e.logger}
+	orderURL, stopOrders, err := serve(svc)
+	if err != nil {
+		return nil, err
+	}
+	defer stopOrders()
+
+	// The external APIs: payment honours Idempotency-Key, shipping does not.
+	payment := &demo.MockAPI{Name: "payment", HonoursKeys: true, FailRate: 0.08, RateLimitRate: 0.02, TimeoutRate: 0.02, Delay: 3 * time.Second}
+	shipping := &demo.MockAPI{Name: "shipping", HonoursKeys: false, FailRate: 0.08, TimeoutRate: 0.02, Delay: 3 * time.Second}
+	paymentURL, stopPayment, err := serve(payment)
+	if err != nil {
+		return nil, err
+	}
+	defer stopPayment()
+	shippingURL, stopShipping, err := serve(shipping)
+	if err != nil {
+		return nil, err
+	}
+	defer stopShipping()
+
+	// The stages, as child processes of this binary.
+	logDir := cfg.logDir
+	if logDir == "" {
+		if logDir, err = os.MkdirTemp("", "outbox-demo-logs-"); err != nil {
+			return nil, err
+		}
+	}
+	brokers := strings.Join(cfg.kafka.Brokers, ",")
+	stages := []*stageProc{
+		{name: "relay", args: []string{"relay", "--database-url", dbURL, "--brokers", brokers, "--create-topics", "--heartbeat", "2s", "--shutdown-timeout", "5s"}},
+		{name: "transform", args: []string{"transform", "--brokers", brokers, "--group", "demo-transform", "--input", "outbox.order", "--transactional-id", "demo-transform-1",
+			// A SIGKILLed member holds its partitions until its session times out;
+			// a short one lets chaos restarts resume in seconds.
+			"--session-timeout", "6s", "--transaction-timeout", "5s"}},
+		{name: "sink-payment", args: demoSinkArgs(dbURL, brokers, "payment", paymentURL, true)},
+		{name: "sink-shipping", args: demoSinkArgs(dbURL, brokers, "shipping", shippingURL, false)},
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("demo: find own binary: %w", err)
+	}
+	for _, s := range stages {
+		s.bin, s.logPath = self, filepath.Join(logDir, s.name+".log")
+		if err := s.start(); err != nil {
+			return nil, err
+		}
+	}
+	defer func() {
+		for _, s := range stages {
+			s.stop(10 * time.Second)
+		}
+	}()
+	say("stages: relay, transform, sink-payment, sink-shipping (logs in %s)", logDir)
+	// Rows committed before the relay's slot exists are not in its stream, so
+	// orders start only once the relay holds the slot (in production: start the
+	// relay, or create the slot, before the writers).
+	if err := waitForSlot(ctx, pool, "outbox_relay", time.Minute); err != nil {
+		return nil, err
+	}
+
+	var chaosWG sync.WaitGroup
+	chaosCtx, stopChaos := context.WithCancel(ctx)
+	kills := 0
+	if cfg.chaos {
+		chaosWG.Add(1)
+		go func() {
+			defer chaosWG.Done()
+			for {
+				d := time.Duration(float64(cfg.chaosInterval) * (0.5 + rand.Float64()))
+				select {
+				case <-chaosCtx.Done():
+					return
+				case <-time.After(d):
+				}
+				s := stages[rand.IntN(len(stages))]
+				if err := s.kill(); err == nil {
+					kills++
+					if !cfg.quiet {
+						say("chaos: SIGKILL %s", s.name)
+					}
+					time.Sleep(500 * time.Millisecond)
+					if err := s.start(); err != nil {
+						say("chaos: restart %s: %v", s.name, err)
+					}
+				}
+			}
+		}()
+	}
+
+	// Load, with a live progress view.
+	load := &demo.Load{URL: orderURL, Orders: cfg.orders, Rate: cfg.rate, DuplicateRate: cfg.duplicates}
+	start := time.Now()
+	loadDone := make(chan demo.LoadResult, 1)
+	go func() { loadDone <- load.Run(ctx) }()
+	counter := demo.NewCounter(dbURL, kopts)
+	defer counter.Close()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	deadline := time.Now().Add(cfg.timeout)
+	var lr *demo.LoadResult
+	for {
+		select {
+		case <-ctx.Done():
+			stopChaos()
+			chaosWG.Wait()
+			return nil, ctx.Err()
+		case r := <-loadDone:
+			lr = &r
+			continue
+		case <-tick.C:
+		}
+		p, err := counter.Progress(ctx)
+		if err != nil {
+			e.logger.Debug("demo: progress", "err", err)
+			continue
+		}
+		if !cfg.quiet {
+			say("%5.0fs  %s  | api calls: payment %d, shipping %d", time.Since(start).Seconds(), p, payment.Calls(), shipping.Calls())
+		}
+		if lr != nil && p.Settled(int(lr.Accepted)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			stopChaos()
+			chaosWG.Wait()
+			say("demo: the pipeline did not settle within %s; auditing what is there", cfg.timeout)
+			break
+		}
+	}
+	stopChaos()
+	chaosWG.Wait()
+	// Let the stages commit what they hold, then audit from the sources of truth.
+	for _, s := range stages {
+		s.stop(15 * time.Second)
+	}
+	audit, err := counter.Audit(ctx, demo.AuditInput{
+		Load: *lr, Service: svc, Payment: payment, Shipping: shipping, ChaosKills: kills, Elapsed: time.Since(start),
+	})
+	return audit, err
+}
+
+func waitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string, max time.Duration) error {
+	deadline := time.Now().Add(max)
+	for {
+		if _, err := sql.New().RelaySlot(ctx, pool, slot); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: the relay did not create slot %s within %s; see its log", slot, max)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func demoCreateTopics(ctx context.Context, kopts []kgo.Opt) error {
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return fmt.Errorf("demo: kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for _, t := range demoTopics {
+		cfg := map[string]*string{}
+		if t.compact {
+			v := "compact"
+			cfg["cleanup.policy"] = &v
+		}
+		resp, err := adm.CreateTopic(ctx, t.partitions, -1, cfg, t.name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !strings.Contains(err.Error(), "TOPIC_ALREADY_EXISTS") {
+			return fmt.Errorf("demo: create topic %s: %w", t.name, err)
+		}
+	}
+	return nil
+}
+
+// serve runs h on a loopback port and returns its base URL.
+func serve(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("demo: listen: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+func redactURL(s string) string {
+	if i := strings.Index(s, "@"); i > 0 {
+		if j := strings.Index(s, "://"); j > 0 && j < i {
+			return s[:j+3] + "***" + s[i:]
+		}
+	}
+	return s
+}
+
+// stageProc is one stage run as a child process of this binary.
+type stageProc struct {
+	name, bin, logPath string
+	args               []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (s *stageProc) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("demo: %s log: %w", s.name, err)
+	}
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), execMainEnv+"=1")
+	// The stage dies with the demo, whatever kills the demo.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("demo: start %s: %w", s.name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	s.cmd, s.done = cmd, done
+	return nil
+}
+
+func (s *stageProc) kill() error {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil {
+		return errors.New("not running")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	<-done
+	return nil
+}
+
+// stop sends SIGTERM and waits up to grace, then SIGKILLs.
+func (s *stageProc) stop(grace time.Duration) {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// demoSinkArgs are the `outbox sink` arguments for one of the demo's APIs.
+// Backoffs are short and there is one retry tier so the demo settles in
+// seconds; the 1s call timeout is below the mock APIs' 3s "slow" answers, so
+// some calls end with their outcome unknown, as in production.
+func demoSinkArgs(dbURL, brokers, name, apiURL string, idempotent bool) []string {
+	topic := "commands." + name
+	args := []string{"sink", "--database-url", dbURL, "--brokers", brokers,
+		"--group", "demo-sink-" + name, "--instance-id", "demo-sink-" + name, "--topics", topic, "--endpoint", name,
+		"--url", apiURL + "/" + name + "s", fmt.Sprintf("--idempotent=%t", idempotent),
+		"--reconcile-url", apiURL + "/status/{{.ID}}",
+		"--timeout", "1s", "--retries", "8", "--backoff-initial", "200ms", "--backoff-max", "2s",
+		"--retry-tiers", "1s", "--breaker-failures", "20", "--breaker-cooldown", "1s", "--shutdown-timeout", "5s"}
+	return args
 }

@@ -1,0 +1,130 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Load sends orders to an order service, resubmitting some with the same
+// Idempotency-Key as a client retrying after a lost answer would.
+type Load struct {
+	// URL of the order service (POST URL + "/orders").
+	URL string
+	// Orders is how many distinct orders to place.
+	Orders int
+	// Rate is orders per second. Defaults to 50.
+	Rate float64
+	// DuplicateRate is the chance an order is submitted twice. Defaults to 0.2.
+	DuplicateRate float64
+	// Workers sending at once. Defaults to 8.
+	Workers int
+
+	accepted, duplicates, replays, failed atomic.Int64
+}
+
+// LoadResult counts what the load generator saw.
+type LoadResult struct {
+	Accepted   int64 // distinct orders answered 201 (first answer)
+	Duplicates int64 // resubmissions sent
+	Replays    int64 // resubmissions answered with the stored response
+	Failed     int64 // orders never accepted
+}
+
+// Result returns the counts so far.
+func (l *Load) Result() LoadResult {
+	return LoadResult{l.accepted.Load(), l.duplicates.Load(), l.replays.Load(), l.failed.Load()}
+}
+
+// Run places the orders and returns when all were answered or ctx ended.
+func (l *Load) Run(ctx context.Context) LoadResult {
+	if l.Rate <= 0 {
+		l.Rate = 50
+	}
+	if l.DuplicateRate == 0 {
+		l.DuplicateRate = 0.2
+	}
+	if l.Workers <= 0 {
+		l.Workers = 8
+	}
+	lim := rate.NewLimiter(rate.Limit(l.Rate), 1)
+	client := &http.Client{Timeout: 10 * time.Second}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range l.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				l.place(ctx, client, i)
+			}
+		}()
+	}
+	for i := 0; i < l.Orders; i++ {
+		if err := lim.Wait(ctx); err != nil {
+			break
+		}
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	return l.Result()
+}
+
+func (l *Load) place(ctx context.Context, client *http.Client, i int) {
+	key := fmt.Sprintf("order-%d-%d", time.Now().UnixNano(), i)
+	body, _ := json.Marshal(OrderRequest{
+		CustomerID: fmt.Sprintf("cust-%d", i%37), AmountCents: int64(500 + i%50*100), Currency: "EUR",
+		Items:   json.RawMessage(fmt.Sprintf(`[{"sku":"sku-%d","qty":%d}]`, i%11, 1+i%3)),
+		Address: json.RawMessage(`{"city":"Lisbon","zip":"1100-148"}`),
+	})
+	accepted := false
+	// A client retries until it gets an answer that is not a conflict.
+	for attempt := 0; attempt < 20 && ctx.Err() == nil; attempt++ {
+		code, replayed := l.post(ctx, client, key, body)
+		if code == http.StatusCreated {
+			if replayed {
+				l.replays.Add(1)
+			}
+			accepted = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !accepted {
+		l.failed.Add(1)
+		return
+	}
+	l.accepted.Add(1)
+	if rand.Float64() < l.DuplicateRate {
+		l.duplicates.Add(1)
+		if code, replayed := l.post(ctx, client, key, body); code == http.StatusCreated && replayed {
+			l.replays.Add(1)
+		}
+	}
+}
+
+func (l *Load) post(ctx context.Context, client *http.Client, key string, body []byte) (int, bool) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.URL+"/orders", bytes.NewReader(body))
+	if err != nil {
+		return 0, false
+	}
+	req.Header.Set("Idempotency-Key", key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get("Idempotent-Replayed") == "true"
+}
