@@ -105,4 +105,3 @@ func TestBatchConcurrentClaimsHaveOneWinner(t *testing.T) {
 	require.Equal(t, 1, b.count(t, "outbox.events"))
 	require.Equal(t, 1, b.count(t, "orders"))
 }
-

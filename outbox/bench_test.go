@@ -21,8 +21,8 @@ import (
 var (
 	benchOnce    sync.Once
 	benchCluster *pgcluster.Cluster
-	benchURL  string
-	benchErr  error
+	benchURL     string
+	benchErr     error
 )
 
 // benchDatabase is a migrated database on a server with fsync on, as in
