@@ -40,6 +40,10 @@ CREATE TABLE sink_ledger (
     -- from one whose owner is still calling.
     locked_at        timestamptz,
     locked_by        integer,
+    -- replays is the highest `outbox dlq replay` count (outbox.dlt.replay_count)
+    -- seen for the event: a replay with a higher count reopens a dead_lettered
+    -- row for one more try; a redelivered copy of the same replay does not.
+    replays          integer     NOT NULL DEFAULT 0,
     -- reconciled_at is set when an unknown outcome was settled by the status lookup.
     reconciled_at    timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),

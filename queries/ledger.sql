@@ -16,10 +16,20 @@ INSERT INTO /* TEMPLATE: schema */sink_ledger AS l
 VALUES (@endpoint, @event_id, @idempotency_key, @topic, @kafka_partition, @kafka_offset,
         coalesce(sqlc.narg('now')::timestamptz, now()), coalesce(sqlc.narg('now')::timestamptz, now()))
 ON CONFLICT (endpoint, event_id) DO UPDATE SET endpoint = EXCLUDED.endpoint
-RETURNING l.status, l.attempts, l.idempotency_key, l.provider_ref, l.next_attempt_at, l.locked_by,
+RETURNING l.status, l.attempts, l.idempotency_key, l.provider_ref, l.next_attempt_at, l.locked_by, l.replays,
     (CASE WHEN l.status = 'in_flight' AND l.locked_by IS NOT NULL
           THEN pg_try_advisory_xact_lock_shared(@lock_space::int4, l.locked_by)
           ELSE false END)::boolean AS owner_gone;
+
+-- name: LedgerReopen :execrows
+-- A dead letter replayed by `outbox dlq replay` (a higher replay count than
+-- the row has seen) gets one more try.
+UPDATE /* TEMPLATE: schema */sink_ledger
+SET status = 'pending',
+    replays = @replays::int4,
+    next_attempt_at = NULL,
+    updated_at = coalesce(sqlc.narg('now')::timestamptz, now())
+WHERE endpoint = @endpoint AND event_id = @event_id AND status = 'dead_lettered' AND replays < @replays::int4;
 
 -- name: LedgerStartAttempt :one
 -- Claims the row for one call: in_flight, attempt n+1, locked by owner.

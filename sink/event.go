@@ -56,6 +56,7 @@ type delivery struct {
 	expected int       // attempt this delivery is for: 1 for the source record
 	due      time.Time // retry copies: when they may be called
 	validID  bool
+	replays  int32 // outbox.dlt.replay_count: how many times `outbox dlq replay` sent it back
 }
 
 func newDelivery(rec *kgo.Record) *delivery {
@@ -63,6 +64,9 @@ func newDelivery(rec *kgo.Record) *delivery {
 	h := make(map[string]string, len(rec.Headers))
 	for _, kv := range rec.Headers {
 		h[kv.Key] = string(kv.Value)
+	}
+	if n, err := strconv.Atoi(h[envelope.HeaderReplayCount]); err == nil && n > 0 {
+		d.replays = int32(n)
 	}
 	d.ev = Event{
 		Key:           rec.Key,

@@ -150,7 +150,19 @@ func (l *ledger) claim(ctx context.Context, ep *Endpoint, d *delivery) (claimRes
 			return nil
 		}
 		switch row.Status {
-		case StatusSucceeded, StatusDeadLettered:
+		case StatusDeadLettered:
+			if d.replays > row.Replays {
+				// A person replayed the dead letter: one more try. A redelivered
+				// copy of the same replay finds replays equal and is skipped.
+				n, err := l.q.LedgerReopen(ctx, db, sql.LedgerReopenParams{Replays: d.replays, Endpoint: ep.Name, EventID: d.ev.ID})
+				if err != nil || n != 1 {
+					return fmt.Errorf("reopen replayed dead letter: %d rows: %w", n, err)
+				}
+				return start()
+			}
+			res.kind, res.reason = claimSkip, row.Status
+			return nil
+		case StatusSucceeded:
 			res.kind, res.reason = claimSkip, row.Status
 			return nil
 		case StatusFailed:

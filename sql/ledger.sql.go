@@ -133,7 +133,7 @@ func (q *Queries) LedgerCountByStatus(ctx context.Context, db DBTX, since time.T
 }
 
 const LedgerGet = `-- name: LedgerGet :one
-SELECT endpoint, event_id, status, attempts, idempotency_key, provider_ref, last_status_code, last_error, topic, kafka_partition, kafka_offset, next_attempt_at, locked_at, locked_by, reconciled_at, created_at, updated_at FROM /* TEMPLATE: schema */sink_ledger WHERE endpoint = $1 AND event_id = $2
+SELECT endpoint, event_id, status, attempts, idempotency_key, provider_ref, last_status_code, last_error, topic, kafka_partition, kafka_offset, next_attempt_at, locked_at, locked_by, replays, reconciled_at, created_at, updated_at FROM /* TEMPLATE: schema */sink_ledger WHERE endpoint = $1 AND event_id = $2
 `
 
 type LedgerGetParams struct {
@@ -159,6 +159,7 @@ func (q *Queries) LedgerGet(ctx context.Context, db DBTX, arg LedgerGetParams) (
 		&i.NextAttemptAt,
 		&i.LockedAt,
 		&i.LockedBy,
+		&i.Replays,
 		&i.ReconciledAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
@@ -206,7 +207,7 @@ func (q *Queries) LedgerInsertAttempt(ctx context.Context, db DBTX, arg LedgerIn
 }
 
 const LedgerList = `-- name: LedgerList :many
-SELECT endpoint, event_id, status, attempts, idempotency_key, provider_ref, last_status_code, last_error, topic, kafka_partition, kafka_offset, next_attempt_at, locked_at, locked_by, reconciled_at, created_at, updated_at FROM /* TEMPLATE: schema */sink_ledger WHERE endpoint = $1 ORDER BY event_id
+SELECT endpoint, event_id, status, attempts, idempotency_key, provider_ref, last_status_code, last_error, topic, kafka_partition, kafka_offset, next_attempt_at, locked_at, locked_by, replays, reconciled_at, created_at, updated_at FROM /* TEMPLATE: schema */sink_ledger WHERE endpoint = $1 ORDER BY event_id
 `
 
 // Every row of an endpoint, for tests and tools that audit the ledger.
@@ -234,6 +235,7 @@ func (q *Queries) LedgerList(ctx context.Context, db DBTX, endpoint string) ([]S
 			&i.NextAttemptAt,
 			&i.LockedAt,
 			&i.LockedBy,
+			&i.Replays,
 			&i.ReconciledAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
@@ -254,7 +256,7 @@ INSERT INTO /* TEMPLATE: schema */sink_ledger AS l
 VALUES ($1, $2, $3, $4, $5, $6,
         coalesce($7::timestamptz, now()), coalesce($7::timestamptz, now()))
 ON CONFLICT (endpoint, event_id) DO UPDATE SET endpoint = EXCLUDED.endpoint
-RETURNING l.status, l.attempts, l.idempotency_key, l.provider_ref, l.next_attempt_at, l.locked_by,
+RETURNING l.status, l.attempts, l.idempotency_key, l.provider_ref, l.next_attempt_at, l.locked_by, l.replays,
     (CASE WHEN l.status = 'in_flight' AND l.locked_by IS NOT NULL
           THEN pg_try_advisory_xact_lock_shared($8::int4, l.locked_by)
           ELSE false END)::boolean AS owner_gone
@@ -278,6 +280,7 @@ type LedgerLockRow struct {
 	ProviderRef    *string
 	NextAttemptAt  *time.Time
 	LockedBy       *int32
+	Replays        int32
 	OwnerGone      bool
 }
 
@@ -303,6 +306,7 @@ func (q *Queries) LedgerLock(ctx context.Context, db DBTX, arg LedgerLockParams)
 		&i.ProviderRef,
 		&i.NextAttemptAt,
 		&i.LockedBy,
+		&i.Replays,
 		&i.OwnerGone,
 	)
 	return i, err
@@ -366,6 +370,37 @@ func (q *Queries) LedgerRecordOutcome(ctx context.Context, db DBTX, arg LedgerRe
 		arg.Endpoint,
 		arg.EventID,
 		arg.Owner,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const LedgerReopen = `-- name: LedgerReopen :execrows
+UPDATE /* TEMPLATE: schema */sink_ledger
+SET status = 'pending',
+    replays = $1::int4,
+    next_attempt_at = NULL,
+    updated_at = coalesce($2::timestamptz, now())
+WHERE endpoint = $3 AND event_id = $4 AND status = 'dead_lettered' AND replays < $1::int4
+`
+
+type LedgerReopenParams struct {
+	Replays  int32
+	Now      *time.Time
+	Endpoint string
+	EventID  uuid.UUID
+}
+
+// A dead letter replayed by `outbox dlq replay` (a higher replay count than
+// the row has seen) gets one more try.
+func (q *Queries) LedgerReopen(ctx context.Context, db DBTX, arg LedgerReopenParams) (int64, error) {
+	result, err := db.Exec(ctx, LedgerReopen,
+		arg.Replays,
+		arg.Now,
+		arg.Endpoint,
+		arg.EventID,
 	)
 	if err != nil {
 		return 0, err

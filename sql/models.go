@@ -82,6 +82,7 @@ type SinkLedger struct {
 	NextAttemptAt  *time.Time
 	LockedAt       *time.Time
 	LockedBy       *int32
+	Replays        int32
 	ReconciledAt   *time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
