@@ -167,10 +167,3 @@ func (k *Kafka) ReadCommitted(ctx context.Context, topics ...string) ([]*kgo.Rec
 	}
 	return out, nil
 }
-
-func lastOffset(p kgo.FetchTopicPartition) int64 {
-	if len(p.Records) == 0 {
-		return -2
-	}
-	return p.Records[len(p.Records)-1].Offset
-}
