@@ -1,0 +1,340 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outboxrelay/outbox/envelope"
+)
+
+// pump is the batching loop of one session: it produces the stream's records
+// into a Kafka transaction, closes the transaction with a checkpoint record on
+// count, bytes, linger or a split, and only then lets the stream confirm.
+type pump struct {
+	r     *Relay
+	cl    *kgo.Client
+	st    *stream
+	items <-chan item
+
+	start checkpoint // read from Kafka at session start: what to skip
+	done  checkpoint // last committed
+	next  checkpoint // to commit with the open batch
+
+	pctx context.Context // produce context: outlives ctx by ShutdownTimeout
+
+	debug       bool
+	open, dirty bool
+	firstAt     time.Time
+	events      int
+	bytes       int
+	splitEvents int // rows of the current Postgres transaction in this Kafka transaction
+	splitBytes  int
+	txns        int
+	commitTimes []time.Time
+	inTx        bool
+	tx          struct {
+		lsn            pglogrepl.LSN
+		rows, skipRows int64
+		skipAll        bool
+		relayed        bool
+	}
+	prodErrMu   sync.Mutex
+	prodErr     error
+	promiseFunc func(*kgo.Record, error)
+}
+
+// loop runs until ctx ends (finishing the open batch) or an error.
+func (p *pump) loop(ctx context.Context, errs <-chan error, stopStream func()) error {
+	p.start = p.done
+	p.debug = p.r.log.Enabled(ctx, slog.LevelDebug)
+	pctx, cancelP := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelP()
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(p.r.cfg.ShutdownTimeout, cancelP) })
+	defer stopAfter()
+	p.pctx = pctx
+	p.promiseFunc = func(_ *kgo.Record, err error) {
+		if err != nil {
+			p.prodErrMu.Lock()
+			if p.prodErr == nil {
+				p.prodErr = err
+			}
+			p.prodErrMu.Unlock()
+		}
+	}
+	for {
+		if ctx.Err() != nil {
+			return p.shutdown(ctx, stopStream)
+		}
+		var it item
+		select {
+		case it = <-p.items:
+		default:
+			// The stream has nothing queued: close the batch at a transaction
+			// boundary once it lingered long enough.
+			var linger *time.Timer
+			lingerC := (<-chan time.Time)(nil)
+			if p.dirty && !p.inTx {
+				wait := p.r.cfg.Linger - time.Since(p.firstAt)
+				if wait <= 0 {
+					if err := p.commit(pctx); err != nil {
+						return err
+					}
+					continue
+				}
+				linger = time.NewTimer(wait)
+				lingerC = linger.C
+			}
+			var (
+				got     bool
+				wakeErr error
+				stopNow bool
+			)
+			select {
+			case it = <-p.items:
+				got = true
+			case err := <-errs:
+				if err == nil {
+					err = fmt.Errorf("relay: stream stopped")
+				}
+				wakeErr = err
+			case <-ctx.Done():
+				stopNow = true
+			case <-lingerC:
+			}
+			if linger != nil {
+				linger.Stop()
+			}
+			switch {
+			case wakeErr != nil:
+				return wakeErr
+			case stopNow:
+				return p.shutdown(ctx, stopStream)
+			case !got:
+				continue
+			}
+		}
+		if err := p.handle(it); err != nil {
+			return err
+		}
+	}
+}
+
+// handle applies one stream item to the batch.
+func (p *pump) handle(it item) error {
+	cfg := &p.r.cfg
+	switch it.kind {
+	case itemBegin:
+		if p.open && (p.events >= cfg.MaxBatchEvents || p.bytes >= cfg.MaxBatchBytes) {
+			if err := p.commit(p.pctx); err != nil {
+				return err
+			}
+		}
+		p.inTx = true
+		p.tx.lsn, p.tx.rows, p.tx.relayed = it.lsn, 0, false
+		p.tx.skipAll, p.tx.skipRows = p.start.skip(it.lsn)
+		p.splitEvents, p.splitBytes = 0, 0
+	case itemRow:
+		p.tx.rows++
+		if p.tx.skipAll || p.tx.rows <= p.tx.skipRows {
+			return nil
+		}
+		if err := p.begin(); err != nil {
+			return err
+		}
+		for _, rec := range it.recs {
+			if cfg.CreateTopics && !p.r.topics[rec.Topic] {
+				if err := p.ensureTopic(rec); err != nil {
+					return err
+				}
+			}
+			p.cl.Produce(p.pctx, rec, p.promiseFunc)
+		}
+		p.tx.relayed = true
+		p.events++
+		p.bytes += it.size
+		p.splitEvents++
+		p.splitBytes += it.size
+		p.next.CommitLSN, p.next.Rows, p.next.Complete = p.tx.lsn, p.tx.rows, false
+		p.markDirty()
+		if p.splitEvents >= cfg.SplitEvents || p.splitBytes >= cfg.SplitBytes || time.Since(p.firstAt) > cfg.TransactionTimeout/4 {
+			// A transaction too large for one Kafka transaction: commit this
+			// part with (commit LSN, rows) so a restart resumes after it.
+			if err := p.commit(p.pctx); err != nil {
+				return err
+			}
+		}
+	case itemCommit:
+		p.inTx = false
+		if p.tx.lsn >= p.next.CommitLSN {
+			p.next.CommitLSN, p.next.Rows, p.next.Complete = p.tx.lsn, p.tx.rows, true
+		}
+		if it.end > p.next.Confirm {
+			p.next.Confirm = it.end
+		}
+		if p.debug {
+			p.r.log.Debug("relay: postgres transaction", slog.String("commit_lsn", p.tx.lsn.String()), slog.Uint64("xid", uint64(it.xid)),
+				slog.Int64("rows", p.tx.rows), slog.Bool("skipped", p.tx.skipAll), slog.Int64("skipped_rows", p.tx.skipRows))
+		}
+		if p.tx.relayed {
+			p.txns++
+			p.commitTimes = append(p.commitTimes, it.commitTime)
+		}
+		p.markDirty()
+	case itemMessage:
+		// A heartbeat outside any transaction: everything before it was
+		// received, so once committed its position may be confirmed. The
+		// message's LSN is the end of its WAL record, which is where the next
+		// record starts: confirming even one byte more would make Postgres
+		// skip a transaction whose commit record follows directly (the test
+		// TestInterleavedLongShortTransactionsAcrossRestart caught exactly that).
+		if !p.inTx && it.lsn > p.next.Confirm {
+			p.next.Confirm = it.lsn
+			p.markDirty()
+		}
+	}
+	return nil
+}
+
+func (p *pump) markDirty() {
+	if !p.dirty {
+		p.dirty = true
+		p.firstAt = time.Now()
+	}
+}
+
+func (p *pump) begin() error {
+	if p.open {
+		return nil
+	}
+	if err := p.cl.BeginTransaction(); err != nil {
+		return fmt.Errorf("relay: begin Kafka transaction: %w", err)
+	}
+	p.open = true
+	return nil
+}
+
+// commit writes the checkpoint into the open Kafka transaction, commits it,
+// and only then lets the stream confirm the checkpoint's LSN to Postgres.
+func (p *pump) commit(ctx context.Context) error {
+	cfg := &p.r.cfg
+	start := time.Now()
+	if err := p.begin(); err != nil {
+		return err
+	}
+	p.next.At = start.UTC()
+	p.cl.Produce(ctx, &kgo.Record{Topic: cfg.CheckpointTopic, Key: []byte(cfg.Slot), Value: p.next.marshal()}, p.promiseFunc)
+	cctx, cancel := context.WithTimeout(ctx, cfg.TransactionTimeout)
+	defer cancel()
+	err := p.cl.Flush(cctx)
+	if err == nil {
+		p.prodErrMu.Lock()
+		err = p.prodErr
+		p.prodErrMu.Unlock()
+	}
+	if err != nil {
+		p.abort()
+		return fmt.Errorf("relay: produce batch ending at %s: %w", p.next.CommitLSN, err)
+	}
+	if err := p.cl.EndTransaction(cctx, kgo.TryCommit); err != nil {
+		p.r.m.kafkaTxns.WithLabelValues("failed").Inc()
+		return fmt.Errorf("relay: commit Kafka transaction ending at %s (outcome unknown; restarting from the slot): %w", p.next.CommitLSN, err)
+	}
+	now := time.Now()
+	m := p.r.m
+	m.kafkaTxns.WithLabelValues("committed").Inc()
+	m.commitSeconds.Observe(now.Sub(start).Seconds())
+	m.batchEvents.Observe(float64(p.events))
+	m.events.Add(float64(p.events))
+	m.transactions.Add(float64(p.txns))
+	for _, ct := range p.commitTimes {
+		m.lagSeconds.Observe(now.Sub(ct).Seconds())
+	}
+	if p.r.cfg.hooks.afterKafkaCommit != nil {
+		p.r.cfg.hooks.afterKafkaCommit()
+	}
+	p.done = p.next
+	p.st.confirm(p.next.Confirm)
+	if p.r.log.Enabled(ctx, slog.LevelDebug) {
+		p.r.log.DebugContext(ctx, "relay: batch committed", slog.Int("events", p.events), slog.Int("transactions", p.txns),
+			slog.String("commit_lsn", p.next.CommitLSN.String()), slog.Bool("complete", p.next.Complete),
+			slog.String("confirm_lsn", p.next.Confirm.String()), slog.Duration("took", now.Sub(start)))
+	}
+	p.open, p.dirty = false, false
+	p.events, p.bytes, p.txns, p.splitEvents, p.splitBytes = 0, 0, 0, 0, 0
+	p.commitTimes = p.commitTimes[:0]
+	return nil
+}
+
+// abort ends the open Kafka transaction without committing. Errors are only
+// logged: the session ends anyway and the next one fences this producer.
+func (p *pump) abort() {
+	p.r.m.kafkaTxns.WithLabelValues("failed").Inc()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.cl.AbortBufferedRecords(ctx); err == nil {
+		err = p.cl.EndTransaction(ctx, kgo.TryAbort)
+		if err != nil {
+			p.r.log.Warn("relay: abort Kafka transaction", slog.Any("error", err))
+		}
+	}
+	p.open = false
+}
+
+// shutdown finishes the open batch within ShutdownTimeout (or aborts it),
+// then stops the stream, which sends its last status update: only what
+// committed is confirmed.
+func (p *pump) shutdown(ctx context.Context, stopStream func()) error {
+	if p.dirty {
+		sctx, cancel := context.WithTimeout(p.pctx, p.r.cfg.ShutdownTimeout)
+		err := p.commit(sctx)
+		cancel()
+		if err != nil {
+			p.r.log.Warn("relay: could not finish the open Kafka transaction on shutdown; it was aborted and will be relayed again", slog.Any("error", err))
+		} else {
+			p.r.log.Info("relay: committed the open batch on shutdown", slog.String("confirm_lsn", p.done.Confirm.String()))
+		}
+	} else if p.open {
+		p.abort()
+	}
+	stopStream()
+	return ctx.Err()
+}
+
+// ensureTopic creates rec's topic when missing (Config.CreateTopics):
+// compacted for records, delete retention for events.
+func (p *pump) ensureTopic(rec *kgo.Record) error {
+	ctx, cancel := context.WithTimeout(p.pctx, 30*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(p.cl)
+	td, err := adm.ListTopics(ctx, rec.Topic)
+	if err != nil {
+		return fmt.Errorf("relay: look up topic %s: %w", rec.Topic, err)
+	}
+	if t, ok := td[rec.Topic]; !ok || t.Err != nil {
+		policy := "delete"
+		for _, h := range rec.Headers {
+			if h.Key == envelope.HeaderKind && string(h.Value) == envelope.KindRecord {
+				policy = "compact"
+			}
+		}
+		resp, err := adm.CreateTopic(ctx, -1, -1, map[string]*string{"cleanup.policy": &policy}, rec.Topic)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("relay: create topic %s: %w", rec.Topic, err)
+		}
+		p.r.log.Info("relay: created topic", slog.String("topic", rec.Topic), slog.String("cleanup_policy", policy))
+	}
+	p.r.topics[rec.Topic] = true
+	return nil
+}

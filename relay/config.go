@@ -1,0 +1,194 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outboxrelay/outbox/envelope"
+)
+
+// Config configures a Relay. DatabaseURL and KafkaOpts are required; every
+// other field has the default its doc names.
+type Config struct {
+	// DatabaseURL is the Postgres URL of the database holding the outbox. The
+	// relay adds replication=database for its streaming connection. Required.
+	DatabaseURL string
+	// Schema holds the outbox events table. Defaults to "outbox".
+	Schema string
+	// Publication streamed from the slot. Defaults to "<Schema>_events", the
+	// publication the migrations create.
+	Publication string
+	// Slot is the logical replication slot's name. Defaults to "<Schema>_relay".
+	Slot string
+	// NoCreate makes Run fail with ErrNoSlot or ErrNoPublication instead of
+	// creating a missing slot or publication. Defaults to false: create them.
+	NoCreate bool
+	// NoStandby makes Run fail with ErrSlotInUse when another connection holds
+	// the slot. Defaults to false: wait as a hot standby and take over when the
+	// slot frees.
+	NoStandby bool
+	// AcceptSlotPosition continues when the slot's position does not match the
+	// Kafka checkpoint (see ErrSlotMoved), relaying from wherever the slot is.
+	// Defaults to false: stop with ErrSlotMoved.
+	AcceptSlotPosition bool
+
+	// KafkaOpts reach the cluster (seed brokers, TLS, SASL) and may tune the
+	// client. The relay adds the transactional id, acks=all and its logger.
+	// Required.
+	KafkaOpts []kgo.Opt
+	// TransactionalID is the Kafka transactional id; it must be stable per slot
+	// so a successor fences a zombie. Defaults to "outbox-relay-<Slot>".
+	TransactionalID string
+	// TransactionTimeout is the Kafka transaction timeout. Defaults to 60s.
+	TransactionTimeout time.Duration
+	// CheckpointTopic is the compacted topic holding one checkpoint per slot.
+	// Create it with cleanup.policy=compact. Defaults to "outbox.relay.checkpoints".
+	CheckpointTopic string
+	// TopicTemplate routes an event row whose topic column is empty.
+	// {aggregate_type} (made topic-safe), {event_type} and {kind} are replaced.
+	// Defaults to "outbox.{aggregate_type}" (envelope.DefaultTopic).
+	TopicTemplate string
+	// CreateTopics creates a routed topic the first time the relay produces to
+	// it, when it is missing: compacted (cleanup.policy=compact) for records,
+	// delete retention for events, with the broker's default partitions.
+	// Defaults to false: topics come from `outbox topics apply`.
+	CreateTopics bool
+	// RecordTopicTemplate routes a record row (kind 'record', a compacted topic)
+	// whose topic column is empty. Defaults to "outbox.{aggregate_type}.records".
+	RecordTopicTemplate string
+
+	// MaxBatchEvents closes a batch of whole Postgres transactions once it
+	// holds this many events. Defaults to 5000.
+	MaxBatchEvents int
+	// MaxBatchBytes closes a batch once its payloads reach this size.
+	// Defaults to 4 MiB.
+	MaxBatchBytes int
+	// Linger is how long an open batch waits for more transactions once the
+	// stream has nothing queued. Defaults to 0: commit as soon as the stream is
+	// quiet, which gives the lowest latency; batches still grow under load.
+	Linger time.Duration
+	// SplitEvents splits a single Postgres transaction across Kafka transactions
+	// every this many events (checkpointing the position inside it). Defaults
+	// to 50000.
+	SplitEvents int
+	// SplitBytes splits a single Postgres transaction across Kafka transactions
+	// every this many payload bytes. Defaults to 32 MiB.
+	SplitBytes int
+
+	// HeartbeatInterval is how often the relay emits a heartbeat message with
+	// pg_logical_emit_message, and refreshes the slot metrics. Defaults to 10s.
+	HeartbeatInterval time.Duration
+	// StatusInterval is how often a standby status update goes to Postgres
+	// even when nothing new was confirmed. Defaults to 5s.
+	StatusInterval time.Duration
+	// StandbyPollInterval is how often a standby relay checks whether the slot
+	// is free. Defaults to 1s.
+	StandbyPollInterval time.Duration
+	// RetryBackoff is the first wait before a new session after an error; it
+	// doubles up to 30s and resets after a session that streamed. Defaults to 1s.
+	RetryBackoff time.Duration
+	// ShutdownTimeout bounds the final Kafka commit and confirm when Run's
+	// context ends. Defaults to 10s.
+	ShutdownTimeout time.Duration
+
+	// Logger receives structured logs. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the relay's Prometheus metrics. Defaults to nil: no
+	// metrics are registered.
+	Registerer prometheus.Registerer
+
+	// hooks are test-only injection points (export_test.go).
+	hooks hooks
+}
+
+// hooks let crash tests stop the process at chosen points.
+type hooks struct {
+	// afterKafkaCommit runs after a Kafka commit and before its LSN is confirmed.
+	afterKafkaCommit func()
+}
+
+// errConfig marks a configuration error from New.
+var errConfig = errors.New("relay: invalid config")
+
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// withDefaults returns cfg with defaults filled in, or an error naming the
+// first invalid field.
+func (cfg Config) withDefaults() (Config, error) {
+	if strings.TrimSpace(cfg.DatabaseURL) == "" {
+		return cfg, fmt.Errorf("%w: DatabaseURL is required", errConfig)
+	}
+	if len(cfg.KafkaOpts) == 0 {
+		return cfg, fmt.Errorf("%w: KafkaOpts is required (at least kgo.SeedBrokers)", errConfig)
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n == 0 {
+			*n = v
+		}
+	}
+	defDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Schema, "outbox")
+	def(&cfg.Publication, cfg.Schema+"_events")
+	def(&cfg.Slot, cfg.Schema+"_relay")
+	def(&cfg.TransactionalID, "outbox-relay-"+cfg.Slot)
+	def(&cfg.CheckpointTopic, "outbox.relay.checkpoints")
+	def(&cfg.TopicTemplate, "outbox.{aggregate_type}")
+	def(&cfg.RecordTopicTemplate, "outbox.{aggregate_type}.records")
+	defInt(&cfg.MaxBatchEvents, 5000)
+	defInt(&cfg.MaxBatchBytes, 4<<20)
+	defInt(&cfg.SplitEvents, 50000)
+	defInt(&cfg.SplitBytes, 32<<20)
+	defDur(&cfg.TransactionTimeout, 60*time.Second)
+	defDur(&cfg.HeartbeatInterval, 10*time.Second)
+	defDur(&cfg.StatusInterval, 5*time.Second)
+	defDur(&cfg.StandbyPollInterval, time.Second)
+	defDur(&cfg.RetryBackoff, time.Second)
+	defDur(&cfg.ShutdownTimeout, 10*time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	for name, v := range map[string]string{"Schema": cfg.Schema, "Publication": cfg.Publication, "Slot": cfg.Slot} {
+		if !identRE.MatchString(v) {
+			return cfg, fmt.Errorf("%w: %s %q must be a lower-case Postgres identifier ([a-z_][a-z0-9_]*, at most 63 bytes)", errConfig, name, v)
+		}
+	}
+	if err := envelope.ValidTopic(cfg.CheckpointTopic); err != nil {
+		return cfg, fmt.Errorf("%w: CheckpointTopic: %v", errConfig, err)
+	}
+	for name, v := range map[string]string{"TopicTemplate": cfg.TopicTemplate, "RecordTopicTemplate": cfg.RecordTopicTemplate} {
+		if err := envelope.ValidTopic(expandTemplate(v, "x", "x", "event")); err != nil {
+			return cfg, fmt.Errorf("%w: %s %q: %v", errConfig, name, v, err)
+		}
+	}
+	for name, v := range map[string]int{"MaxBatchEvents": cfg.MaxBatchEvents, "MaxBatchBytes": cfg.MaxBatchBytes, "SplitEvents": cfg.SplitEvents, "SplitBytes": cfg.SplitBytes} {
+		if v < 0 {
+			return cfg, fmt.Errorf("%w: %s is negative", errConfig, name)
+		}
+	}
+	if cfg.SplitEvents < cfg.MaxBatchEvents {
+		return cfg, fmt.Errorf("%w: SplitEvents (%d) must be at least MaxBatchEvents (%d)", errConfig, cfg.SplitEvents, cfg.MaxBatchEvents)
+	}
+	for name, d := range map[string]time.Duration{"Linger": cfg.Linger, "TransactionTimeout": cfg.TransactionTimeout, "HeartbeatInterval": cfg.HeartbeatInterval,
+		"StatusInterval": cfg.StatusInterval, "StandbyPollInterval": cfg.StandbyPollInterval, "RetryBackoff": cfg.RetryBackoff, "ShutdownTimeout": cfg.ShutdownTimeout} {
+		if d < 0 {
+			return cfg, fmt.Errorf("%w: %s is negative", errConfig, name)
+		}
+	}
+	return cfg, nil
+}

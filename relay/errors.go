@@ -1,0 +1,52 @@
+package relay
+
+import "errors"
+
+// Sentinel errors Run returns; callers branch on them with errors.Is. Every
+// other error Run sees (a dropped connection, a failed or unknown Kafka commit)
+// is retried from the slot, which tells the relay the truth.
+var (
+	// ErrSlotInUse is returned when another connection holds the replication
+	// slot and Config.NoStandby is set. Without NoStandby the relay waits as a
+	// hot standby instead.
+	ErrSlotInUse = errors.New("relay: replication slot is held by another connection (another relay is active)")
+
+	// ErrWALLevel is returned when the server's wal_level is not logical. Set
+	// wal_level = logical in postgresql.conf and restart Postgres.
+	ErrWALLevel = errors.New("relay: wal_level is not logical: set wal_level = logical and restart Postgres")
+
+	// ErrNoPublication is returned when the publication is missing and
+	// Config.NoCreate forbids creating it. Run `outbox migrate up`.
+	ErrNoPublication = errors.New("relay: publication does not exist")
+
+	// ErrNoSlot is returned when the replication slot is missing and
+	// Config.NoCreate forbids creating it.
+	ErrNoSlot = errors.New("relay: replication slot does not exist")
+
+	// ErrSlotMoved is returned when the slot's confirmed position does not fit
+	// the checkpoint in Kafka: the slot was dropped and recreated, advanced by
+	// someone else, or belongs to another server. Events may have been skipped.
+	// Config.AcceptSlotPosition continues from the slot's position anyway.
+	ErrSlotMoved = errors.New("relay: replication slot position does not match the Kafka checkpoint; events may have been skipped")
+
+	// ErrWALLost is returned when Postgres removed WAL the slot still needed
+	// (wal_status "lost", after max_slot_wal_keep_size). Events in that WAL
+	// cannot be relayed: the operator must drop the slot, recreate it, and
+	// reconcile the events written while the relay was behind (they are still
+	// in the events table until retention removes them).
+	ErrWALLost = errors.New("relay: replication slot lost WAL it needed (wal_status lost); events were not relayed")
+
+	// ErrBadSlot is returned when the slot exists but is not a pgoutput slot of
+	// this database.
+	ErrBadSlot = errors.New("relay: replication slot is not a pgoutput slot of this database")
+)
+
+// fatal reports whether err ends Run rather than starting a new session.
+func fatal(err error) bool {
+	for _, s := range []error{ErrSlotInUse, ErrWALLevel, ErrNoPublication, ErrNoSlot, ErrSlotMoved, ErrWALLost, ErrBadSlot, errConfig} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}

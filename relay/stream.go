@@ -1,0 +1,263 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// itemKind says what a stream item is.
+type itemKind uint8
+
+const (
+	itemBegin   itemKind = iota + 1 // a Postgres transaction starts
+	itemRow                         // one outbox row, already routed into records
+	itemCommit                      // the transaction ends
+	itemMessage                     // a non-transactional logical message (heartbeat)
+)
+
+// item is one decoded element of the replication stream, handed from the
+// stream goroutine to the batching loop.
+type item struct {
+	kind       itemKind
+	lsn        pglogrepl.LSN // begin, commit: the commit LSN; message: the end of its WAL record
+	end        pglogrepl.LSN // commit: the transaction's end LSN
+	xid        uint32
+	commitTime time.Time
+	recs       []*kgo.Record
+	size       int
+}
+
+// stream owns the replication connection: it receives pgoutput, decodes rows
+// into Kafka records, and sends standby status updates with the LSN the
+// batching loop says is committed to Kafka. It never confirms anything else.
+type stream struct {
+	conn     *pgconn.PgConn
+	out      chan item
+	schema   string
+	rt       *router
+	interval time.Duration
+	log      *slog.Logger
+	m        *metrics
+
+	// confirmed is the LSN committed to Kafka, set by the batching loop.
+	confirmed atomic.Uint64
+	// walEnd is the server's WAL end from the latest message, for lag metrics.
+	walEnd atomic.Uint64
+
+	rels     map[uint32]*columns
+	cols     []column  // reused by parseInsert
+	cur      item      // the open transaction's begin
+	src      *txSource // its shared header values
+	lastSent pglogrepl.LSN
+	next     time.Time
+	deadline time.Time // read deadline on the connection
+}
+
+// confirm raises the LSN the stream reports to Postgres as flushed.
+func (s *stream) confirm(lsn pglogrepl.LSN) {
+	for {
+		old := s.confirmed.Load()
+		if uint64(lsn) <= old || s.confirmed.CompareAndSwap(old, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// pollInterval bounds how long a receive blocks, so a new confirm reaches
+// Postgres promptly.
+const pollInterval = 100 * time.Millisecond
+
+// run streams until ctx ends (returning nil after a last status update) or the
+// connection fails.
+func (s *stream) run(ctx context.Context) error {
+	s.rels = map[uint32]*columns{}
+	for {
+		now := time.Now()
+		if err := s.maybeStatus(now, false); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return s.finish()
+		}
+		// A read deadline instead of a context per receive: a context makes
+		// pgconn watch it with a goroutine for every message.
+		if now.After(s.deadline.Add(-pollInterval / 2)) {
+			s.deadline = now.Add(pollInterval)
+			if err := s.conn.Conn().SetReadDeadline(s.deadline); err != nil {
+				return fmt.Errorf("relay: set read deadline: %w", err)
+			}
+		}
+		msg, err := s.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if ctx.Err() != nil {
+				return s.finish()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("relay: receive from walsender: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				continue
+			}
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("relay: parse keepalive: %w", err)
+				}
+				s.seeWALEnd(pkm.ServerWALEnd)
+				if pkm.ReplyRequested {
+					// Answer with what is committed to Kafka, never with the
+					// keepalive's WAL end.
+					if err := s.maybeStatus(time.Now(), true); err != nil {
+						return err
+					}
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("relay: parse XLogData: %w", err)
+				}
+				s.seeWALEnd(xld.ServerWALEnd)
+				if err := s.decode(ctx, xld.WALData); err != nil {
+					if ctx.Err() != nil {
+						return s.finish()
+					}
+					return err
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("relay: walsender: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return errors.New("relay: walsender ended the replication stream")
+		}
+	}
+}
+
+func (s *stream) seeWALEnd(lsn pglogrepl.LSN) {
+	if uint64(lsn) > s.walEnd.Load() {
+		s.walEnd.Store(uint64(lsn))
+	}
+	c := s.confirmed.Load()
+	if c > 0 && uint64(lsn) >= c {
+		s.m.lagBytes.Set(float64(uint64(lsn) - c))
+	}
+}
+
+// maybeStatus sends a standby status update when the confirmed LSN moved, the
+// interval passed, or force is set.
+func (s *stream) maybeStatus(now time.Time, force bool) error {
+	c := pglogrepl.LSN(s.confirmed.Load())
+	if !force && c == s.lastSent && now.Before(s.next) {
+		return nil
+	}
+	if c == 0 {
+		// Nothing known yet: an update of 0 says nothing and moves nothing.
+		s.next = now.Add(s.interval)
+		return nil
+	}
+	if err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: c}); err != nil {
+		return fmt.Errorf("relay: send standby status update %s: %w", c, err)
+	}
+	if c != s.lastSent {
+		s.log.Debug("relay: confirmed to Postgres", slog.String("lsn", c.String()))
+		s.m.confirmedLSN.Set(float64(c))
+	}
+	s.lastSent = c
+	s.next = now.Add(s.interval)
+	return nil
+}
+
+// finish sends the last status update on the way out.
+func (s *stream) finish() error {
+	if s.conn.IsClosed() {
+		return nil
+	}
+	return s.maybeStatus(time.Now(), true)
+}
+
+// emit hands an item to the batching loop, answering Postgres while it waits.
+func (s *stream) emit(ctx context.Context, it item) error {
+	select {
+	case s.out <- it:
+		return nil
+	default:
+	}
+	t := time.NewTimer(pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case s.out <- it:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if err := s.maybeStatus(time.Now(), false); err != nil {
+				return err
+			}
+			t.Reset(pollInterval)
+		}
+	}
+}
+
+// decode turns one pgoutput message into stream items.
+func (s *stream) decode(ctx context.Context, data []byte) error {
+	if len(data) > 0 && data[0] == 'I' {
+		rel, cols, err := parseInsert(data, s.cols)
+		s.cols = cols
+		if err != nil {
+			return err
+		}
+		c, ok := s.rels[rel]
+		if !ok {
+			return fmt.Errorf("relay: insert into relation %d before its relation message", rel)
+		}
+		if c == nil {
+			return nil
+		}
+		recs, size, err := s.rt.records(c, cols, s.src)
+		if err != nil {
+			return fmt.Errorf("relay: transaction %d at %s: %w", s.cur.xid, s.cur.lsn, err)
+		}
+		return s.emit(ctx, item{kind: itemRow, recs: recs, size: size})
+	}
+	lm, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("relay: parse pgoutput message: %w", err)
+	}
+	switch v := lm.(type) {
+	case *pglogrepl.RelationMessage:
+		// The root table, or one of its partitions: they share the columns.
+		cols, err := newColumns(v)
+		if err != nil || v.Namespace != s.schema {
+			s.log.Debug("relay: publication streams a table that is not the outbox; its rows are ignored",
+				slog.String("table", v.Namespace+"."+v.RelationName))
+			s.rels[v.RelationID] = nil
+			return nil
+		}
+		s.rels[v.RelationID] = cols
+	case *pglogrepl.BeginMessage:
+		s.cur = item{kind: itemBegin, lsn: v.FinalLSN, xid: v.Xid, commitTime: v.CommitTime}
+		s.src = newTxSource(v.FinalLSN, v.Xid)
+		return s.emit(ctx, s.cur)
+	case *pglogrepl.CommitMessage:
+		return s.emit(ctx, item{kind: itemCommit, lsn: v.CommitLSN, end: v.TransactionEndLSN, xid: s.cur.xid, commitTime: v.CommitTime})
+	case *pglogrepl.LogicalDecodingMessage:
+		if !v.Transactional {
+			return s.emit(ctx, item{kind: itemMessage, lsn: v.LSN})
+		}
+	}
+	return nil
+}
