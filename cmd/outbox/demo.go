@@ -70,7 +70,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&cfg.orders, "orders", 300, "orders to place")
 	fs.Float64Var(&cfg.rate, "rate", 60, "orders per second")
 	fs.Float64Var(&cfg.duplicates, "duplicates", 0.2, "share of orders submitted twice with the same Idempotency-Key")
-	fs.BoolVar(&cfg.chaos, "chaos", false, "SIGKILL and restart stage processes at random while the demo runs")
+	fs.BoolVar(&cfg.chaos, "chaos", false, "SIGKILL and restart stage processes at random while orders are placed")
 	fs.DurationVar(&cfg.chaosInterval, "chaos-interval", 5*time.Second, "mean time between chaos kills (at least 2s: a killed stage needs time to rejoin)")
 	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up waiting for the pipeline to drain after this long")
 	fs.StringVar(&cfg.logDir, "log-dir", "", "where stage processes write their logs; defaults to a temp dir")
@@ -267,6 +267,8 @@ func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 			return nil, ctx.Err()
 		case r := <-loadDone:
 			lr = &r
+			// Chaos runs while orders flow; then the pipeline must drain on its own.
+			stopChaos()
 			continue
 		case <-tick.C:
 		}

@@ -175,7 +175,8 @@ func Run(ctx context.Context, databaseURL string, opts Options) (Report, error) 
 		return Report{}, fmt.Errorf("doctor: read slots: %w", err)
 	}
 	if len(slots) == 0 {
-		add(Check{Name: "slot lag", Status: OK, Detail: "no replication slot in this database yet (the relay creates its own)"})
+		add(Check{Name: "relay slot", Status: Warn, Detail: "no replication slot in this database yet",
+			Fix: "start `outbox relay` (it creates its slot) before the writers go live: a slot sees only what commits after it exists"})
 	}
 	for _, s := range slots {
 		c = Check{Name: "slot " + s.SlotName, Status: OK, Detail: fmt.Sprintf("%s, active=%t, wal_status=%s, retains %s", s.Plugin, s.Active, s.WalStatus, bytesStr(s.RetainedBytes))}
