@@ -297,7 +297,7 @@ func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 		s.stop(15 * time.Second)
 	}
 	audit, err := counter.Audit(ctx, demo.AuditInput{
-		Load: *lr, Service: svc, Payment: payment, Shipping: shipping, ChaosKills: kills, Elapsed: time.Since(start),
+		Load: *lr, Sent: load, Service: svc, Payment: payment, Shipping: shipping, ChaosKills: kills, Elapsed: time.Since(start),
 	})
 	return audit, err
 }

@@ -74,15 +74,11 @@ func runLag(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		srv, err := opsserver.Start(opsserver.Config{Addr: *metricsAddr, Registry: reg, Logger: e.logger})
+		stopOps, err := serveOps(e, *metricsAddr, reg, nil)
 		if err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Stop(sctx)
-		}()
+		defer stopOps()
 		t := time.NewTicker(*interval)
 		defer t.Stop()
 		for {

@@ -18,6 +18,11 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxrelay/outbox/internal/opsserver"
 )
 
 // command is one subcommand: run gets the arguments after its name.
@@ -148,6 +153,20 @@ func databaseURLFlag(fs *flag.FlagSet) *string {
 // schemaFlag registers --schema with its OUTBOX_SCHEMA default.
 func schemaFlag(fs *flag.FlagSet) *string {
 	return fs.String("schema", envOr("OUTBOX_SCHEMA", "outbox"), "Postgres schema holding the outbox tables (env OUTBOX_SCHEMA)")
+}
+
+// serveOps serves /metrics, /healthz and /readyz on addr (nothing when addr is
+// empty) for a long-running subcommand; the returned func stops it, bounded.
+func serveOps(e *env, addr string, reg *prometheus.Registry, ready func() error) (func(), error) {
+	srv, err := opsserver.Start(opsserver.Config{Addr: addr, Registry: reg, Ready: ready, Logger: e.logger})
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Stop(ctx)
+	}, nil
 }
 
 func requireDatabaseURL(url string) error {

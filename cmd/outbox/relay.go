@@ -119,15 +119,11 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	ops, err := opsserver.Start(opsserver.Config{Addr: *metricsAddr, Registry: reg, Ready: r.Ready, Logger: e.logger})
+	stopOps, err := serveOps(e, *metricsAddr, reg, r.Ready)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = ops.Stop(sctx)
-	}()
+	defer stopOps()
 	err = r.Run(ctx)
 	if errors.Is(err, relay.ErrWALLost) || errors.Is(err, relay.ErrSlotMoved) {
 		// Loud on purpose: these need an operator.

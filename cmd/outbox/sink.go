@@ -145,15 +145,11 @@ func runSinkRun(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	ops, err := opsserver.Start(opsserver.Config{Addr: *metrics, Registry: reg, Ready: s.Ready, Logger: e.logger})
+	stopOps, err := serveOps(e, *metrics, reg, s.Ready)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = ops.Stop(sctx)
-	}()
+	defer stopOps()
 	if err := s.Run(ctx, *shutdown); err != nil {
 		return err
 	}

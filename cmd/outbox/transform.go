@@ -132,15 +132,11 @@ func runTransform(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	ops, err := opsserver.Start(opsserver.Config{Addr: *metrics, Registry: reg, Ready: stage.Ready, Logger: e.logger})
+	stopOps, err := serveOps(e, *metrics, reg, stage.Ready)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = ops.Stop(sctx)
-	}()
+	defer stopOps()
 	if err := stage.Run(ctx); err != nil {
 		return err
 	}

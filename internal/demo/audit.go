@@ -138,6 +138,7 @@ func (c *Counter) ledger(ctx context.Context, db sql.DBTX) (map[string]map[strin
 // AuditInput is what the demo saw outside the sources of truth.
 type AuditInput struct {
 	Load       LoadResult
+	Sent       *Load
 	Service    *OrderService
 	Payment    *MockAPI
 	Shipping   *MockAPI
@@ -256,6 +257,16 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 			"%s: accounting: succeeded %d + dead-lettered %d != %d commands (open: retrying %d, unknown %d, failed %d, in_flight %d, pending %d)",
 			api.Name, st["succeeded"], st["dead_lettered"], len(ids), st["retrying"], st["unknown"], st["failed"], st["in_flight"], st["pending"])
 		check(int64(keys) >= st["succeeded"], "%s: %d succeeded rows but only %d effects", api.Name, st["succeeded"], keys)
+		if in.Sent != nil {
+			traced := 0
+			for _, tr := range api.Traces() {
+				if in.Sent.SentTrace(tr) {
+					traced++
+				}
+			}
+			line("%s API: %d of %d effecting calls carried the trace id of the order request that caused them", api.Name, traced, keys)
+			check(traced == keys, "%s: %d of %d calls lost the order's trace context", api.Name, keys-traced, keys)
+		}
 	}
 	return a, nil
 }

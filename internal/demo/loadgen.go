@@ -30,6 +30,16 @@ type Load struct {
 	Workers int
 
 	accepted, duplicates, replays, failed atomic.Int64
+
+	mu     sync.Mutex
+	traces map[string]bool // trace ids sent with the orders
+}
+
+// SentTrace reports whether traceID came with one of the orders.
+func (l *Load) SentTrace(traceID string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.traces[traceID]
 }
 
 // LoadResult counts what the load generator saw.
@@ -82,6 +92,15 @@ func (l *Load) Run(ctx context.Context) LoadResult {
 
 func (l *Load) place(ctx context.Context, client *http.Client, i int) {
 	key := fmt.Sprintf("order-%d-%d", time.Now().UnixNano(), i)
+	// Each order starts a trace, as a traced client or gateway would.
+	traceID := fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+	l.mu.Lock()
+	if l.traces == nil {
+		l.traces = map[string]bool{}
+	}
+	l.traces[traceID] = true
+	l.mu.Unlock()
+	traceparent := fmt.Sprintf("00-%s-%016x-01", traceID, rand.Uint64()|1)
 	body, _ := json.Marshal(OrderRequest{
 		CustomerID: fmt.Sprintf("cust-%d", i%37), AmountCents: int64(500 + i%50*100), Currency: "EUR",
 		Items:   json.RawMessage(fmt.Sprintf(`[{"sku":"sku-%d","qty":%d}]`, i%11, 1+i%3)),
@@ -90,7 +109,7 @@ func (l *Load) place(ctx context.Context, client *http.Client, i int) {
 	accepted := false
 	// A client retries until it gets an answer that is not a conflict.
 	for attempt := 0; attempt < 20 && ctx.Err() == nil; attempt++ {
-		code, replayed := l.post(ctx, client, key, body)
+		code, replayed := l.post(ctx, client, key, traceparent, body)
 		if code == http.StatusCreated {
 			if replayed {
 				l.replays.Add(1)
@@ -107,19 +126,20 @@ func (l *Load) place(ctx context.Context, client *http.Client, i int) {
 	l.accepted.Add(1)
 	if rand.Float64() < l.DuplicateRate {
 		l.duplicates.Add(1)
-		if code, replayed := l.post(ctx, client, key, body); code == http.StatusCreated && replayed {
+		if code, replayed := l.post(ctx, client, key, traceparent, body); code == http.StatusCreated && replayed {
 			l.replays.Add(1)
 		}
 	}
 }
 
-func (l *Load) post(ctx context.Context, client *http.Client, key string, body []byte) (int, bool) {
+func (l *Load) post(ctx context.Context, client *http.Client, key, traceparent string, body []byte) (int, bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.URL+"/orders", bytes.NewReader(body))
 	if err != nil {
 		return 0, false
 	}
 	req.Header.Set("Idempotency-Key", key)
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("traceparent", traceparent)
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, false

@@ -31,7 +31,8 @@ type MockAPI struct {
 	Delay time.Duration
 
 	mu      sync.Mutex
-	effects map[string]int // idempotency key -> effects made
+	effects map[string]int    // idempotency key -> effects made
+	traces  map[string]string // idempotency key -> trace id of the effecting call
 	calls   atomic.Int64
 }
 
@@ -79,6 +80,12 @@ func (m *MockAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.mu.Lock()
 	if !m.HonoursKeys || m.effects[key] == 0 {
 		m.effects[key]++
+		if m.traces == nil {
+			m.traces = map[string]string{}
+		}
+		if tp := strings.Split(r.Header.Get("traceparent"), "-"); len(tp) == 4 {
+			m.traces[key] = tp[1]
+		}
 	}
 	m.mu.Unlock()
 	if roll < m.FailRate+m.RateLimitRate+m.TimeoutRate {
@@ -108,6 +115,17 @@ func (m *MockAPI) Effects() (keys, maxPerKey int) {
 		}
 	}
 	return keys, maxPerKey
+}
+
+// Traces returns the trace id each effect's call carried ("" when none).
+func (m *MockAPI) Traces() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]string, len(m.effects))
+	for k := range m.effects {
+		out[k] = m.traces[k]
+	}
+	return out
 }
 
 // Calls is how many POSTs the API received.

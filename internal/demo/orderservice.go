@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/outboxrelay/outbox/outbox"
 )
@@ -78,7 +79,9 @@ func (s *OrderService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body must be JSON with customer_id and a positive amount_cents", http.StatusBadRequest)
 		return
 	}
-	ctx := r.Context()
+	// The request's W3C trace context becomes the events' traceparent, and
+	// travels through the relay, the transform and the sink to the API call.
+	ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	if c := r.Header.Get("X-Correlation-ID"); c != "" {
 		ctx = outbox.WithCorrelationID(ctx, c)
 	}
