@@ -12,11 +12,21 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/outboxrelay/outbox/envelope"
 )
 
 // bodyHeadBytes is how much of a response body the ledger keeps verbatim.
 const bodyHeadBytes = 512
+
+// traceContext reads and writes W3C trace context whatever global propagator
+// the program installed (the default global one propagates nothing).
+var traceContext = propagation.TraceContext{}
 
 // maxBodyBytes is how much of a response body is read (and digested).
 const maxBodyBytes = 1 << 20
@@ -72,16 +82,27 @@ func call(ctx context.Context, e *Endpoint, ev *Event) callResult {
 		return res
 	}
 	req.Header.Set("Idempotency-Key", ev.IdempotencyKey())
-	for _, h := range []struct{ event, http string }{
-		{envelope.HeaderTraceparent, "traceparent"},
-		{envelope.HeaderTracestate, "tracestate"},
-		{envelope.HeaderCorrelationID, "X-Correlation-Id"},
-	} {
-		if v := ev.Headers[h.event]; v != "" {
-			req.Header.Set(h.http, v)
-		}
+	if v := ev.Headers[envelope.HeaderCorrelationID]; v != "" {
+		req.Header.Set("X-Correlation-Id", v)
 	}
+	// The call is a child span of the trace the order request started: the
+	// event carries its traceparent. With no tracer provider installed the span
+	// records nothing and the event's own trace context is sent as it is.
+	parent := traceContext.Extract(ctx, propagation.MapCarrier(ev.Headers))
+	spanCtx, span := otel.Tracer("github.com/outboxrelay/outbox/sink").Start(parent, "sink.call "+e.Name,
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("outbox.event_id", ev.ID.String()), attribute.Int("outbox.attempt", ev.Attempt)))
+	defer span.End()
+	traceContext.Inject(spanCtx, propagation.HeaderCarrier(req.Header))
 	resp, err := e.Client.Do(req)
+	defer func() {
+		if res.statusCode != 0 {
+			span.SetAttributes(attribute.Int("http.response.status_code", res.statusCode))
+		}
+		if res.verdict != verdictSucceeded {
+			span.SetStatus(codes.Error, res.class)
+		}
+	}()
 	if err != nil {
 		res.latency = time.Since(res.started)
 		res.err, res.verdict, res.class = err, verdictRetriable, errorClass(err)

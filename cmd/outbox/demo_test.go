@@ -16,7 +16,7 @@ func TestDemoAuditPasses(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
-	for _, want := range []string{"orders accepted: 120", "0 duplicates, 0 outbox events missing", "max effects per event 1", "120 of 120 effecting calls carried the trace id", "PASS:"} {
+	for _, want := range []string{"orders accepted: 120", "0 duplicates, 0 outbox events missing", "max effects per event 1", "effecting calls carried the trace id of the order request", "PASS:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("audit lacks %q", want)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outboxrelay/outbox/internal/opsserver"
+	"github.com/outboxrelay/outbox/internal/tracing"
 )
 
 // command is one subcommand: run gets the arguments after its name.
@@ -84,7 +85,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := cmd.run(ctx, e, args[1:])
+	// OTEL_EXPORTER_OTLP_ENDPOINT switches span export on; the trace context
+	// is propagated either way.
+	shutdownTracing, err := tracing.Setup(ctx, "outbox-"+args[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "outbox %s: %v\n", args[0], err)
+		return 1
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
+	err = cmd.run(ctx, e, args[1:])
 	switch {
 	case err == nil:
 		return 0

@@ -17,7 +17,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxrelay/outbox/outbox"
 )
@@ -82,6 +84,8 @@ func (s *OrderService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The request's W3C trace context becomes the events' traceparent, and
 	// travels through the relay, the transform and the sink to the API call.
 	ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := otel.Tracer("github.com/outboxrelay/outbox/demo").Start(ctx, "POST /orders", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
 	if c := r.Header.Get("X-Correlation-ID"); c != "" {
 		ctx = outbox.WithCorrelationID(ctx, c)
 	}
