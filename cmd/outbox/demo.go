@@ -22,6 +22,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/demo"
 	"github.com/outboxrelay/outbox/internal/embedkafka"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/internal/opsserver"
 	"github.com/outboxrelay/outbox/internal/pgcluster"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/outbox"
@@ -56,6 +57,7 @@ type demoConfig struct {
 	timeout       time.Duration
 	logDir        string
 	quiet         bool
+	metricsAddr   string
 }
 
 // runDemo runs the whole pipeline: a throwaway Postgres (or --database-url), an
@@ -75,6 +77,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up waiting for the pipeline to drain after this long")
 	fs.StringVar(&cfg.logDir, "log-dir", "", "where stage processes write their logs; defaults to a temp dir")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "no live progress view")
+	fs.StringVar(&cfg.metricsAddr, "metrics-addr", envOr("OUTBOX_METRICS_ADDR", ""), "serve /metrics /healthz /readyz for the demo process on this address (env OUTBOX_METRICS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,6 +100,11 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stopOps, err := serveOps(e, cfg.metricsAddr, opsserver.NewRegistry(), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer stopOps()
 	say := func(format string, a ...any) { fmt.Fprintf(e.stdout, format+"\n", a...) }
 
 	// Postgres.
