@@ -118,6 +118,19 @@ func (w *Writer) write(ctx context.Context, db sql.DBTX, events []Event, ids *[]
 		p.Headers[i] = headers
 		p.OccurredAts[i] = orNow(e.OccurredAt, now)
 	}
+	if len(events) == 1 {
+		err := w.q.InsertEvent(ctx, w.db(db), sql.InsertEventParams{
+			EventID: p.EventIds[0], AggregateType: p.AggregateTypes[0], AggregateID: p.AggregateIds[0],
+			EventType: p.EventTypes[0], Topic: p.Topics[0], FanoutTopics: nonNil(events[0].FanoutTopics),
+			Kind: p.Kinds[0], ContentType: p.ContentTypes[0], Payload: p.Payloads[0], Headers: p.Headers[0],
+			OccurredAt: p.OccurredAts[0],
+		})
+		if err != nil {
+			return fmt.Errorf("outbox: insert event: %w", err)
+		}
+		*ids = p.EventIds
+		return nil
+	}
 	if err := w.q.InsertEvents(ctx, w.db(db), p); err != nil {
 		return fmt.Errorf("outbox: insert %d events: %w", len(events), err)
 	}

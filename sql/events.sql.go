@@ -48,6 +48,44 @@ func (q *Queries) GetEvent(ctx context.Context, db DBTX, eventID uuid.UUID) (Eve
 	return i, err
 }
 
+const InsertEvent = `-- name: InsertEvent :exec
+INSERT INTO /* TEMPLATE: schema */events
+    (event_id, aggregate_type, aggregate_id, event_type, topic, fanout_topics, kind, content_type, payload, headers, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6::text[], $7, $8, $9, $10, $11)
+`
+
+type InsertEventParams struct {
+	EventID       uuid.UUID
+	AggregateType string
+	AggregateID   string
+	EventType     string
+	Topic         string
+	FanoutTopics  []string
+	Kind          string
+	ContentType   string
+	Payload       []byte
+	Headers       []byte
+	OccurredAt    time.Time
+}
+
+// One event: a plain VALUES insert plans and runs faster than the unnest form.
+func (q *Queries) InsertEvent(ctx context.Context, db DBTX, arg InsertEventParams) error {
+	_, err := db.Exec(ctx, InsertEvent,
+		arg.EventID,
+		arg.AggregateType,
+		arg.AggregateID,
+		arg.EventType,
+		arg.Topic,
+		arg.FanoutTopics,
+		arg.Kind,
+		arg.ContentType,
+		arg.Payload,
+		arg.Headers,
+		arg.OccurredAt,
+	)
+	return err
+}
+
 const InsertEvents = `-- name: InsertEvents :exec
 
 INSERT INTO /* TEMPLATE: schema */events
