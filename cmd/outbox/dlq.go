@@ -82,7 +82,7 @@ func (f *dlqFlags) filter() (deadletter.Filter, error) {
 	if flt.Until, err = parseWhen(f.until); err != nil {
 		return flt, err
 	}
-	for _, s := range splitComma(f.at) {
+	for _, s := range splitList(f.at) {
 		p, err := deadletter.ParsePosition(s)
 		if err != nil {
 			return flt, fmt.Errorf("%w: --at: %v", errUsage, err)

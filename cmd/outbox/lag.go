@@ -24,13 +24,13 @@ func runLag(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "lag")
 	var kc kafkaconn.Config
 	kc.Register(fs)
-	groups := splitComma(envOr("OUTBOX_LAG_GROUPS", ""))
+	groups := splitList(envOr("OUTBOX_LAG_GROUPS", ""))
 	fromEnv := true
 	fs.Func("group", "consumer group to check; repeat or comma separate (env OUTBOX_LAG_GROUPS); default all groups", func(s string) error {
 		if fromEnv {
 			groups, fromEnv = nil, false
 		}
-		groups = append(groups, splitComma(s)...)
+		groups = append(groups, splitList(s)...)
 		return nil
 	})
 	window := fs.Int("window", 3, "samples per partition that the status judges (Burrow's window); 1 gives an instant snapshot")
@@ -200,15 +200,4 @@ func writeLagJSON(w io.Writer, r lagcheck.Report) error {
 		return fmt.Errorf("lag: write: %w", err)
 	}
 	return nil
-}
-
-// splitComma splits a comma-separated list, dropping empty items.
-func splitComma(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

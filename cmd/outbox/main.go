@@ -158,6 +158,17 @@ func envOr(name, def string) string {
 	return def
 }
 
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // databaseURLFlag registers --database-url with its OUTBOX_DATABASE_URL default.
 func databaseURLFlag(fs *flag.FlagSet) *string {
 	return fs.String("database-url", envOr("OUTBOX_DATABASE_URL", ""), "Postgres URL, e.g. postgres://user:pass@host:5432/db (env OUTBOX_DATABASE_URL)")

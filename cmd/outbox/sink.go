@@ -107,7 +107,7 @@ func runSinkRun(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	var tierDurations []time.Duration
-	for _, t := range sinkSplit(*tiers) {
+	for _, t := range splitList(*tiers) {
 		d, err := time.ParseDuration(t)
 		if err != nil {
 			return fmt.Errorf("%w: --retry-tiers: %v", errUsage, err)
@@ -115,7 +115,7 @@ func runSinkRun(ctx context.Context, e *env, args []string) error {
 		tierDurations = append(tierDurations, d)
 	}
 	ep := sink.Endpoint{
-		Name: *endpoint, Topics: sinkSplit(*topics), Request: build, Timeout: *timeout, Idempotent: *idempotent,
+		Name: *endpoint, Topics: splitList(*topics), Request: build, Timeout: *timeout, Idempotent: *idempotent,
 		Mode: sink.Mode(*mode), DeadLetterTopic: *dlt, RateBurst: *rateBurst,
 		Retry: sink.RetryPolicy{Retries: *retries, PermanentRetries: *permRetries, Initial: *initial, Max: *maxBackoff,
 			Multiplier: *multiplier, Jitter: *jitter, Tiers: tierDurations},
@@ -204,7 +204,7 @@ func runSinkStatus(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: --format %q: use text or json", errUsage, *format)
 	}
 	var hits []string
-	for _, st := range sinkSplit(*alert) {
+	for _, st := range splitList(*alert) {
 		for _, c := range counts {
 			if c.Status == st && c.Rows > 0 {
 				hits = append(hits, fmt.Sprintf("%s %s=%d", c.Endpoint, c.Status, c.Rows))
@@ -215,14 +215,4 @@ func runSinkStatus(ctx context.Context, e *env, args []string) error {
 		return exitError{code: 3, msg: "alert: " + strings.Join(hits, ", ")}
 	}
 	return nil
-}
-
-func sinkSplit(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

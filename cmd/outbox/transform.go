@@ -84,7 +84,7 @@ func runTransform(ctx context.Context, e *env, args []string) error {
 	if *txnID == "" {
 		*txnID = *group + "-" + host
 	}
-	inputs := transformSplit(*input)
+	inputs := splitList(*input)
 	fn, routed := t.build(transformFlags{paymentTopic: *payment, shippingTopic: *shipping})
 
 	if *embedded {
@@ -141,16 +141,6 @@ func runTransform(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return ctx.Err()
-}
-
-func transformSplit(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // transformCreateTopics creates the topics the embedded cluster lacks (3 partitions).
