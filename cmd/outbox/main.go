@@ -22,6 +22,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outboxrelay/outbox/internal/embedkafka"
+	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/opsserver"
 	"github.com/outboxrelay/outbox/internal/tracing"
 )
@@ -156,6 +158,18 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// startEmbeddedKafka starts an in-process kfake cluster for --embedded-kafka
+// and points kc at it; the returned func stops it.
+func startEmbeddedKafka(ctx context.Context, e *env, kc *kafkaconn.Config, who string) (func(), error) {
+	c, err := embedkafka.Start(embedkafka.Config{})
+	if err != nil {
+		return nil, err
+	}
+	kc.Brokers = c.Brokers()
+	e.logger.InfoContext(ctx, who+": embedded Kafka started", "brokers", strings.Join(kc.Brokers, ","))
+	return c.Close, nil
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
-	"strings"
 	"time"
 
-	"github.com/outboxrelay/outbox/internal/embedkafka"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/opsserver"
 	"github.com/outboxrelay/outbox/relay"
@@ -77,14 +75,12 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		}()
 	}
 	if *embedded {
-		c, err := embedkafka.Start(embedkafka.Config{})
+		stopKafka, err := startEmbeddedKafka(ctx, e, &kc, "relay")
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		kc.Brokers = c.Brokers()
+		defer stopKafka()
 		*createTopics = true
-		e.logger.InfoContext(ctx, "relay: embedded Kafka started", "brokers", strings.Join(kc.Brokers, ","))
 	}
 	kopts, err := kc.Opts()
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/outboxrelay/outbox/eos"
 	"github.com/outboxrelay/outbox/eos/orders"
-	"github.com/outboxrelay/outbox/internal/embedkafka"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/opsserver"
 )
@@ -88,13 +87,11 @@ func runTransform(ctx context.Context, e *env, args []string) error {
 	fn, routed := t.build(transformFlags{paymentTopic: *payment, shippingTopic: *shipping})
 
 	if *embedded {
-		c, err := embedkafka.Start(embedkafka.Config{})
+		stopKafka, err := startEmbeddedKafka(ctx, e, &kc, "transform")
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		kc.Brokers = c.Brokers()
-		e.logger.InfoContext(ctx, "transform: embedded Kafka started", "brokers", strings.Join(kc.Brokers, ","))
+		defer stopKafka()
 	}
 	kopts, err := kc.Opts()
 	if err != nil {
