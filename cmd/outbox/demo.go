@@ -16,30 +16,26 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/internal/demo"
 	"github.com/outboxrelay/outbox/internal/embedkafka"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/opsserver"
 	"github.com/outboxrelay/outbox/internal/pgcluster"
+	"github.com/outboxrelay/outbox/internal/topicspec"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/outbox"
 	"github.com/outboxrelay/outbox/sql"
 )
 
 // demoTopics are the topics the demo's stages use, created before they start.
-var demoTopics = []struct {
-	name       string
-	partitions int32
-	compact    bool
-}{
-	{"outbox.order", 3, false},
-	{"outbox.relay.checkpoints", 1, true},
-	{"commands.payment", 3, false},
-	{"commands.shipping", 3, false},
-	{"outbox.transform.dlq", 1, false},
+var demoTopics = []topicspec.Spec{
+	{Name: "outbox.order", Kind: topicspec.KindEvent, Partitions: 3, ReplicationFactor: -1},
+	{Name: "outbox.relay.checkpoints", Kind: topicspec.KindCheckpoint, Partitions: 1, ReplicationFactor: -1,
+		Configs: map[string]string{"cleanup.policy": "compact"}},
+	{Name: "commands.payment", Kind: topicspec.KindCommand, Partitions: 3, ReplicationFactor: -1},
+	{Name: "commands.shipping", Kind: topicspec.KindCommand, Partitions: 3, ReplicationFactor: -1},
+	{Name: "outbox.transform.dlq", Kind: topicspec.KindDeadLetter, Partitions: 1, ReplicationFactor: -1},
 }
 
 // execMainEnv makes a test binary run main's dispatcher (see main_test.go),
@@ -149,7 +145,7 @@ func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := demoCreateTopics(ctx, kopts); err != nil {
+	if err := ensureTopics(ctx, kopts, demoTopics); err != nil {
 		return nil, err
 	}
 
@@ -325,30 +321,6 @@ func waitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string, max time.
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-func demoCreateTopics(ctx context.Context, kopts []kgo.Opt) error {
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return fmt.Errorf("demo: kafka client: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	for _, t := range demoTopics {
-		cfg := map[string]*string{}
-		if t.compact {
-			v := "compact"
-			cfg["cleanup.policy"] = &v
-		}
-		resp, err := adm.CreateTopic(ctx, t.partitions, -1, cfg, t.name)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil && !strings.Contains(err.Error(), "TOPIC_ALREADY_EXISTS") {
-			return fmt.Errorf("demo: create topic %s: %w", t.name, err)
-		}
-	}
-	return nil
 }
 
 // serve runs h on a loopback port and returns its base URL.

@@ -21,10 +21,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/internal/embedkafka"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/opsserver"
+	"github.com/outboxrelay/outbox/internal/topicspec"
 	"github.com/outboxrelay/outbox/internal/tracing"
 )
 
@@ -170,6 +172,21 @@ func startEmbeddedKafka(ctx context.Context, e *env, kc *kafkaconn.Config, who s
 	kc.Brokers = c.Brokers()
 	e.logger.InfoContext(ctx, who+": embedded Kafka started", "brokers", strings.Join(kc.Brokers, ","))
 	return c.Close, nil
+}
+
+// ensureTopics creates the missing ones of specs, as `outbox topics apply`
+// would, for commands that set up their own topics (the demo, --embedded-kafka).
+func ensureTopics(ctx context.Context, kopts []kgo.Opt, specs []topicspec.Spec) error {
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	plan, err := topicspec.MakePlan(ctx, cl, specs)
+	if err != nil {
+		return err
+	}
+	return topicspec.Apply(ctx, cl, plan)
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

@@ -9,14 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/outboxrelay/outbox/eos"
 	"github.com/outboxrelay/outbox/eos/orders"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/opsserver"
+	"github.com/outboxrelay/outbox/internal/topicspec"
 )
 
 // transformFlags are the settings a shipped transform may read.
@@ -102,7 +99,11 @@ func runTransform(ctx context.Context, e *env, args []string) error {
 		if *output != "" {
 			topics = append(topics, *output)
 		}
-		if err := transformCreateTopics(ctx, kopts, topics); err != nil {
+		specs := make([]topicspec.Spec, len(topics))
+		for i, t := range topics {
+			specs[i] = topicspec.Spec{Name: t, Partitions: 3, ReplicationFactor: -1}
+		}
+		if err := ensureTopics(ctx, kopts, specs); err != nil {
 			return err
 		}
 	}
@@ -138,23 +139,4 @@ func runTransform(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return ctx.Err()
-}
-
-// transformCreateTopics creates the topics the embedded cluster lacks (3 partitions).
-func transformCreateTopics(ctx context.Context, kopts []kgo.Opt, topics []string) error {
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	resp, err := kadm.NewClient(cl).CreateTopics(ctx, 3, -1, nil, topics...)
-	if err != nil {
-		return fmt.Errorf("transform: create topics: %w", err)
-	}
-	for _, r := range resp.Sorted() {
-		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("transform: create topic %s: %w", r.Topic, r.Err)
-		}
-	}
-	return nil
 }
