@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
+	"github.com/outboxrelay/outbox/internal/kafkaread"
 	"github.com/outboxrelay/outbox/sql"
 )
 
@@ -193,7 +194,7 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 	}
 	check(int64(len(ids)) == created, "%d order.created events in the outbox for %d orders", len(ids), created)
 
-	recs, err := readCommitted(ctx, c.kopts, EventsTopic, PaymentTopic, ShippingTopic, TransformDLQ)
+	recs, err := kafkaread.ReadCommitted(ctx, c.kopts, EventsTopic, PaymentTopic, ShippingTopic, TransformDLQ)
 	if err != nil {
 		return nil, err
 	}
@@ -278,54 +279,4 @@ func header(r *kgo.Record, key string) string {
 		}
 	}
 	return ""
-}
-
-// readCommitted reads topics from the start as a read_committed consumer until
-// it has passed the end offsets seen at the start, or nothing new arrived for
-// three seconds (markers can sit after the last visible record).
-func readCommitted(ctx context.Context, kopts []kgo.Opt, topics ...string) ([]*kgo.Record, error) {
-	opts := append(append([]kgo.Opt{}, kopts...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("demo: consumer: %w", err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
-	if err != nil {
-		return nil, fmt.Errorf("demo: end offsets: %w", err)
-	}
-	want := map[string]map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			if want[o.Topic] == nil {
-				want[o.Topic] = map[int32]int64{}
-			}
-			want[o.Topic][o.Partition] = o.Offset
-		}
-	})
-	var out []*kgo.Record
-	for len(want) > 0 {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		fs := cl.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return out, ctx.Err()
-		}
-		n := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			out = append(out, r)
-			n++
-			if end, ok := want[r.Topic][r.Partition]; ok && r.Offset+1 >= end {
-				delete(want[r.Topic], r.Partition)
-				if len(want[r.Topic]) == 0 {
-					delete(want, r.Topic)
-				}
-			}
-		})
-		if n == 0 {
-			break
-		}
-	}
-	return out, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/internal/embedkafka"
+	"github.com/outboxrelay/outbox/internal/kafkaread"
 )
 
 // EnvBrokers names the environment variable with real seed brokers.
@@ -92,78 +93,8 @@ func (k *Kafka) CreateTopic(name string, partitions int32, configs map[string]st
 	}
 }
 
-// ReadCommitted reads every committed record of topics from the start until the
-// end offsets seen when it was called (the high watermark under read_committed
-// is the last stable offset), and returns them in per-partition order.
+// ReadCommitted reads every committed record of topics from the start, as a
+// read_committed consumer sees them (see kafkaread.ReadCommitted).
 func (k *Kafka) ReadCommitted(ctx context.Context, topics ...string) ([]*kgo.Record, error) {
-	ends, err := k.admin.ListEndOffsets(ctx, topics...)
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: end offsets: %w", err)
-	}
-	want := map[string]map[int32]int64{}
-	total := 0
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			if want[o.Topic] == nil {
-				want[o.Topic] = map[int32]int64{}
-			}
-			want[o.Topic][o.Partition] = o.Offset
-			total++
-		}
-	})
-	if total == 0 {
-		return nil, nil
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: consumer: %w", err)
-	}
-	defer cl.Close()
-	var out []*kgo.Record
-	seen := map[string]map[int32]int64{}
-	done := func() bool {
-		for t, ps := range want {
-			for p, end := range ps {
-				last, ok := seen[t][p]
-				if !ok || last+1 < end {
-					return false
-				}
-			}
-		}
-		return true
-	}
-	// Commit markers and aborted records sit between the last visible record and
-	// the end offset, so "reached the end" cannot always be seen from records; a
-	// quiet three seconds after the last record ends the read too.
-	for !done() {
-		pollCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		fs := cl.PollFetches(pollCtx)
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return out, fmt.Errorf("kafkatest: read %v: %w", topics, err)
-		}
-		n := 0
-		var ferr error
-		fs.EachError(func(t string, p int32, e error) {
-			if e != context.DeadlineExceeded {
-				ferr = fmt.Errorf("kafkatest: fetch %s/%d: %w", t, p, e)
-			}
-		})
-		if ferr != nil {
-			return out, ferr
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			out = append(out, r)
-			if seen[r.Topic] == nil {
-				seen[r.Topic] = map[int32]int64{}
-			}
-			seen[r.Topic][r.Partition] = r.Offset
-			n++
-		})
-		if n == 0 {
-			break
-		}
-	}
-	return out, nil
+	return kafkaread.ReadCommitted(ctx, k.Opts(), topics...)
 }
