@@ -54,7 +54,8 @@ func (b *Batch) ClaimKey(key Key, fingerprint string) error {
 	return nil
 }
 
-// Queue adds one of the caller's statements; fn, when set, reads its result.
+// Queue adds one of the caller's statements; read its result with the
+// returned QueuedQuery's Exec, Query or QueryRow callbacks.
 func (b *Batch) Queue(query string, args ...any) *pgx.QueuedQuery {
 	return b.b.Queue(query, args...)
 }

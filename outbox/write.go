@@ -101,12 +101,12 @@ func (w *Writer) write(ctx context.Context, db sql.DBTX, events []Event, ids *[]
 				return fmt.Errorf("outbox: new event id: %w", err)
 			}
 		}
-		headers, err := w.headers(i, e, ctxHeaders, p.EventIds[0], id)
+		p.EventIds[i] = id
+		headers, err := w.headers(i, e, ctxHeaders, p.EventIds[0])
 		if err != nil {
 			return err
 		}
 		fanout, _ := json.Marshal(nonNil(e.FanoutTopics))
-		p.EventIds[i] = id
 		p.AggregateTypes[i] = e.AggregateType
 		p.AggregateIds[i] = e.AggregateID
 		p.EventTypes[i] = e.EventType
@@ -187,7 +187,7 @@ func isJSON(contentType string) bool {
 
 // headers merges the event's own headers over those from ctx, defaulting the
 // correlation id to the first event of the write, and checks the size.
-func (w *Writer) headers(i int, e *Event, fromCtx map[string]string, firstID, id uuid.UUID) ([]byte, error) {
+func (w *Writer) headers(i int, e *Event, fromCtx map[string]string, firstID uuid.UUID) ([]byte, error) {
 	h := make(map[string]string, len(fromCtx)+len(e.Headers)+1)
 	for k, v := range fromCtx {
 		h[k] = v
@@ -196,9 +196,6 @@ func (w *Writer) headers(i int, e *Event, fromCtx map[string]string, firstID, id
 		h[k] = v
 	}
 	if h[envelope.HeaderCorrelationID] == "" {
-		if i == 0 {
-			firstID = id
-		}
 		// The write starts a correlation when the request carried none.
 		h[envelope.HeaderCorrelationID] = firstID.String()
 	}
