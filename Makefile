@@ -1,5 +1,5 @@
 # The two commands in the README are `make demo` and `make test`.
-.PHONY: demo test generate verify lint bench soak build
+.PHONY: demo test generate verify lint bench soak build kafka kafka-stop
 
 demo:            ## run the whole pipeline on a throwaway Postgres and an embedded Kafka
 	bash scripts/ensure-postgres.sh
@@ -26,5 +26,12 @@ lint:
 bench:           ## Go benchmarks (writer overhead, eos throughput, sink ledger)
 	go test -run '^$$' -bench . -benchtime 3s ./outbox/ ./eos/ ./sink/
 
-soak:            ## crash and soak tests at the full scale the issues name
-	OUTBOX_SOAK=1 go test -race -count=1 -timeout 90m ./...
+soak:            ## crash, bounce and soak tests at the full scale the issues name, on Apache Kafka
+	bash scripts/ensure-kafka.sh
+	OUTBOX_SOAK=1 OUTBOX_TEST_KAFKA=apache go test -race -count=1 -timeout 180m ./relay/ ./eos/... ./sink/ ./internal/deadletter/ ./cmd/outbox/
+
+kafka:           ## start a local Apache Kafka broker in .kafka/ (prints the bootstrap list); `make kafka-stop` stops it
+	bash scripts/kafka.sh start .kafka
+
+kafka-stop:
+	bash scripts/kafka.sh stop .kafka

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 	if c := os.Getenv(envChild); c != "" {
 		os.Exit(childMain(c))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(kafkatest.M(m))
 }
 
 // childConfig is what a stage process runs.

@@ -95,12 +95,15 @@ func TestSlotRecreatedIsDetected(t *testing.T) {
 	b.waitRelayed(t, 30, time.Minute)
 	require.ErrorIs(t, stop(), context.Canceled)
 
-	_, err := b.conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, b.slot)
-	require.NoError(t, err)
+	// The walsender outlives the relay's closed connection by a moment.
+	require.Eventually(t, func() bool {
+		_, err := b.conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, b.slot)
+		return err == nil
+	}, 30*time.Second, 50*time.Millisecond, "drop the slot once its walsender is gone")
 	// Events written while the slot is gone are lost to it.
 	w = startWriter(t, b.url, 3, 3, 0, 10)
 	<-w.done
-	_, err = b.conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, b.slot)
+	_, err := b.conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, b.slot)
 	require.NoError(t, err)
 	err = runOnce(t, b.config(t), 30*time.Second)
 	require.ErrorIs(t, err, relay.ErrSlotMoved)

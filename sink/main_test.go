@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	if cfg := os.Getenv(envChild); cfg != "" {
 		os.Exit(runChild(cfg))
 	}
-	code := pgtest.Main(m)
+	code := pgtest.Main(kafkatest.M(m))
 	if code == 0 {
 		if err := goleak.Find(
 			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),

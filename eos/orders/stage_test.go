@@ -16,7 +16,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/kafkatest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(kafkatest.M(m)) }
 
 // TestOrdersThroughStage runs the shipped transform in a stage: order.created
 // events become one payment and one shipping command each, other events vanish,

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envChild) == "1" {
 		os.Exit(replayChild())
 	}
-	os.Exit(m.Run())
+	os.Exit(kafkatest.Main(m))
 }
 
 // replayChild replays in batches of 5 and stops inside the second batch: the

@@ -13,15 +13,22 @@ import (
 )
 
 // ReadCommitted reads every committed record of topics from the start until the
-// end offsets seen when it was called (under read_committed, the last stable
-// offset), and returns them in per-partition order. opts reach the cluster.
+// end offsets (high watermarks) seen when it was called, and returns them in
+// per-partition order. opts reach the cluster.
 func ReadCommitted(ctx context.Context, opts []kgo.Opt, topics ...string) ([]*kgo.Record, error) {
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Commit and abort markers come back too, so the end of a partition
+		// whose last entries are markers or aborted records is seen exactly.
+		kgo.KeepControlRecords())...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkaread: consumer: %w", err)
 	}
 	defer cl.Close()
+	// The high watermark, not the last stable offset: on a real broker EndTxn
+	// returns once the coordinator decided, and the commit markers (which
+	// move the LSO) are written after it, so right after a commit the LSO may
+	// not cover it yet. The read waits for those records instead.
 	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkaread: end offsets: %w", err)
@@ -51,11 +58,11 @@ func ReadCommitted(ctx context.Context, opts []kgo.Opt, topics ...string) ([]*kg
 		}
 		return true
 	}
-	// Commit markers and aborted records sit between the last visible record and
-	// the end offset, so "reached the end" cannot always be seen from records; a
-	// quiet three seconds after the last record ends the read too.
+	// With the markers kept the end is seen exactly once every transaction
+	// below it is decided; a quiet 10 s ends the read too, for a transaction
+	// left open or a compacted partition whose last records were removed.
 	for !done() {
-		pollCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		pollCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		fs := cl.PollFetches(pollCtx)
 		cancel()
 		if err := ctx.Err(); err != nil {
@@ -72,7 +79,9 @@ func ReadCommitted(ctx context.Context, opts []kgo.Opt, topics ...string) ([]*kg
 		}
 		n := 0
 		fs.EachRecord(func(r *kgo.Record) {
-			out = append(out, r)
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
 			if seen[r.Topic] == nil {
 				seen[r.Topic] = map[int32]int64{}
 			}

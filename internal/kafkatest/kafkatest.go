@@ -1,7 +1,15 @@
-// Package kafkatest gives tests a Kafka cluster: real brokers from
-// OUTBOX_TEST_KAFKA_BROKERS when set, else an in-process kfake cluster per test.
-// Topics are created explicitly with kadm under random names, as production
-// does, never by auto-creation.
+// Package kafkatest gives tests a Kafka cluster. New picks, in this order:
+// existing brokers from OUTBOX_TEST_KAFKA_BROKERS; with OUTBOX_TEST_KAFKA=apache,
+// one real Apache Kafka broker per test binary, started from Maven Central jars
+// by scripts/kafka.sh (stop it with StopShared or Main in TestMain); else an
+// in-process kfake cluster per test, for fast unit tests. StartApacheT gives a
+// test a cluster of its own (three nodes, a transaction version, SASL_SSL) for
+// broker bounces. Topics are created explicitly with kadm under random names,
+// as production does, never by auto-creation (the Apache brokers refuse it).
+//
+// kfake is lenient where real transactions fail (synchronous EndTxn, stale
+// epochs accepted, no replication): an exactly-once result on kfake alone is
+// not a result, which is why the test command runs those suites on Apache Kafka.
 package kafkatest
 
 import (
@@ -29,17 +37,27 @@ type Kafka struct {
 	Brokers []string
 	// Embedded is the in-process cluster, nil on real brokers.
 	Embedded *embedkafka.Cluster
-	admin    *kadm.Client
-	t        testing.TB
+	// Apache is the binary's shared Apache Kafka broker (OUTBOX_TEST_KAFKA=apache), else nil.
+	Apache *Apache
+	admin  *kadm.Client
+	t      testing.TB
 }
 
 // New returns a cluster for t, closed when t ends.
 func New(t testing.TB) *Kafka {
 	t.Helper()
 	k := &Kafka{t: t}
-	if env := os.Getenv(EnvBrokers); env != "" {
+	switch env := os.Getenv(EnvBrokers); {
+	case env != "":
 		k.Brokers = strings.Split(env, ",")
-	} else {
+	case os.Getenv(EnvKafka) == "apache":
+		a, err := sharedApache()
+		if err != nil {
+			t.Fatalf("kafkatest: %s=apache: %v", EnvKafka, err)
+		}
+		k.Apache = a
+		k.Brokers = a.Plaintext
+	case os.Getenv(EnvKafka) == "" || os.Getenv(EnvKafka) == "kfake":
 		c, err := embedkafka.Start(embedkafka.Config{})
 		if err != nil {
 			t.Fatalf("kafkatest: %v", err)
@@ -47,6 +65,8 @@ func New(t testing.TB) *Kafka {
 		k.Embedded = c
 		k.Brokers = c.Brokers()
 		t.Cleanup(c.Close)
+	default:
+		t.Fatalf("kafkatest: %s=%q: use apache or kfake", EnvKafka, os.Getenv(EnvKafka))
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...))
 	if err != nil {

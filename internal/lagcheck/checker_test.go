@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -217,3 +218,5 @@ func TestLagOpenTransaction(t *testing.T) {
 	require.InDelta(t, 3600, p.LagSeconds, 60)
 	require.Equal(t, lagcheck.StatusOK, p.Status, "lag was zero within the window")
 }
+
+func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }

@@ -63,7 +63,7 @@ func Database(ctx context.Context, name string) (string, error) {
 // Main runs the tests and stops the shared server afterwards. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
-func Main(m *testing.M) int {
+func Main(m interface{ Run() int }) int {
 	code := m.Run()
 	if shared != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

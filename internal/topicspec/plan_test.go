@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -139,3 +140,5 @@ func requireConfig(t *testing.T, rc kadm.ResourceConfig, key, want string) {
 	}
 	t.Fatalf("%s has no config %s", rc.Name, key)
 }
+
+func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
