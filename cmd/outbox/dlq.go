@@ -62,13 +62,19 @@ func registerDLQFlags(fs *flag.FlagSet, withFilters bool) *dlqFlags {
 	return f
 }
 
-func (f *dlqFlags) opts() ([]kgo.Opt, error) {
+// opts validates the flags and checks that the cluster answers with them, so
+// a wrong password or an untrusted certificate fails at once, not after the
+// read or replay's own retries.
+func (f *dlqFlags) opts(ctx context.Context) ([]kgo.Opt, error) {
 	if f.topic == "" {
 		return nil, fmt.Errorf("%w: --topic (or OUTBOX_DLQ_TOPIC) is required", errUsage)
 	}
 	opts, err := f.kc.Opts()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := f.kc.Check(ctx); err != nil {
+		return nil, err
 	}
 	return opts, nil
 }
@@ -114,7 +120,7 @@ func runDLQList(ctx context.Context, e *env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts, err := f.opts()
+	opts, err := f.opts(ctx)
 	if err != nil {
 		return err
 	}
@@ -168,7 +174,7 @@ func runDLQShow(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	opts, err := f.opts()
+	opts, err := f.opts(ctx)
 	if err != nil {
 		return err
 	}
@@ -281,7 +287,7 @@ func runDLQReplay(ctx context.Context, e *env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts, err := f.opts()
+	opts, err := f.opts(ctx)
 	if err != nil {
 		return err
 	}

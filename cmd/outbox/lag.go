@@ -56,6 +56,16 @@ func runLag(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	// A one-shot lag fails at once on any connection problem; a watching
+	// one, like a stage, waits out an outage at start.
+	if *watch || *metricsAddr != "" {
+		err = kc.Wait(ctx, e.logger)
+	} else {
+		err = kc.Check(ctx)
+	}
+	if err != nil {
+		return err
+	}
 	checker, err := lagcheck.New(lagcheck.Config{Groups: groups, Window: *window, ProbeTimeout: *probe}, opts...)
 	if err != nil {
 		return err

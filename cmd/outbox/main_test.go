@@ -13,5 +13,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(execMainEnv) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(pgtest.Main(m))
+	code := pgtest.Main(m)
+	stopSecureKafka()
+	os.Exit(code)
 }

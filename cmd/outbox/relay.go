@@ -120,6 +120,12 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer stopOps()
+	// The stage's own clients retry every Kafka error forever; a setting
+	// that can never work (password, certificate) must end the start
+	// instead, while an outage is waited out (kafkaconn.Wait).
+	if err := kc.Wait(ctx, e.logger); err != nil {
+		return err
+	}
 	err = r.Run(ctx)
 	if errors.Is(err, relay.ErrWALLost) || errors.Is(err, relay.ErrSlotMoved) {
 		// Loud on purpose: these need an operator.

@@ -150,6 +150,12 @@ func runSinkRun(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer stopOps()
+	// The stage's own clients retry every Kafka error forever; a setting
+	// that can never work (password, certificate) must end the start
+	// instead, while an outage is waited out (kafkaconn.Wait).
+	if err := kc.Wait(ctx, e.logger); err != nil {
+		return err
+	}
 	if err := s.Run(ctx, *shutdown); err != nil {
 		return err
 	}

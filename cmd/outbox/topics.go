@@ -48,6 +48,9 @@ func runTopics(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if err := kc.Check(ctx); err != nil {
+		return err
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("topics: kafka client: %w", err)

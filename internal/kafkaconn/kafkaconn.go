@@ -2,6 +2,11 @@
 // (brokers, TLS, SASL) into franz-go options. It is plumbing for cmd/outbox and
 // the stages' callers; the stages themselves take []kgo.Opt so users keep every
 // franz-go knob.
+//
+// Check (and Wait, its retrying form for long-running stages) makes one
+// request with these settings at start, so that a wrong password or an
+// untrusted certificate ends a command with a line saying what to fix
+// instead of a client that retries it forever.
 package kafkaconn
 
 import (
@@ -12,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -34,6 +40,8 @@ type Config struct {
 	SASLMechanism string
 	// SASLUser and SASLPassword are the SASL credentials.
 	SASLUser, SASLPassword string
+	// CheckTimeout bounds Check's one request. Defaults to DefaultCheckTimeout (10s).
+	CheckTimeout time.Duration
 }
 
 // ErrNoBrokers is returned by Opts when no broker address is configured.
