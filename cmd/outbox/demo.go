@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxrelay/outbox/internal/apachekafka"
 	"github.com/outboxrelay/outbox/internal/demo"
 	"github.com/outboxrelay/outbox/internal/embedkafka"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
@@ -42,9 +44,16 @@ var demoTopics = []topicspec.Spec{
 // so the demo's stage processes work under `go test` as with the real binary.
 const execMainEnv = "OUTBOX_EXEC_MAIN"
 
+// Values of `outbox demo --kafka`.
+const (
+	demoKafkaKfake  = "kfake"  // franz-go's kfake in the demo process: starts at once
+	demoKafkaApache = "apache" // a real one-node Apache Kafka from scripts/kafka.sh
+)
+
 type demoConfig struct {
 	databaseURL   string
 	kafka         kafkaconn.Config
+	kafkaKind     string // demoKafkaKfake or demoKafkaApache; unused with --brokers
 	orders        int
 	rate          float64
 	duplicates    float64
@@ -57,7 +66,8 @@ type demoConfig struct {
 }
 
 // runDemo runs the whole pipeline: a throwaway Postgres (or --database-url), an
-// in-process Kafka (or --brokers), an order service with a load generator, and
+// in-process kfake or, with --kafka apache, a real Apache Kafka broker started
+// for the demo (or existing --brokers), an order service with a load generator, and
 // the relay, the orders transform and two sinks as child processes of this
 // binary, then prints an audit with a pass/fail line.
 func runDemo(ctx context.Context, e *env, args []string) error {
@@ -65,6 +75,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	var cfg demoConfig
 	fs.StringVar(&cfg.databaseURL, "database-url", envOr("OUTBOX_DATABASE_URL", ""), "use this Postgres instead of a throwaway cluster (needs wal_level=logical) (env OUTBOX_DATABASE_URL)")
 	cfg.kafka.Register(fs)
+	fs.StringVar(&cfg.kafkaKind, "kafka", demoKafkaKfake, "the Kafka to start when --brokers is not given: kfake (in-process, instant) or apache (a real one-node Apache Kafka broker from scripts/kafka.sh, needs Java 17+; stopped at the end)")
 	fs.IntVar(&cfg.orders, "orders", 300, "orders to place")
 	fs.Float64Var(&cfg.rate, "rate", 60, "orders per second")
 	fs.Float64Var(&cfg.duplicates, "duplicates", 0.2, "share of orders submitted twice with the same Idempotency-Key")
@@ -76,6 +87,14 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&cfg.metricsAddr, "metrics-addr", envOr("OUTBOX_METRICS_ADDR", ""), "serve /metrics /healthz /readyz for the demo process on this address (env OUTBOX_METRICS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if cfg.kafkaKind != demoKafkaKfake && cfg.kafkaKind != demoKafkaApache {
+		return fmt.Errorf("%w: --kafka %q: use kfake or apache", errUsage, cfg.kafkaKind)
+	}
+	kafkaSet := false
+	fs.Visit(func(f *flag.Flag) { kafkaSet = kafkaSet || f.Name == "kafka" })
+	if kafkaSet && len(cfg.kafka.Brokers) > 0 {
+		return fmt.Errorf("%w: --kafka %s starts a broker for the demo; --brokers (or OUTBOX_BROKERS) names existing ones: give one of them", errUsage, cfg.kafkaKind)
 	}
 	if cfg.chaosInterval < 2*time.Second {
 		return fmt.Errorf("%w: --chaos-interval %s is below 2s; stages could not rejoin between kills", errUsage, cfg.chaosInterval)
@@ -129,8 +148,26 @@ func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 		return nil, err
 	}
 
+	logDir := cfg.logDir
+	if logDir == "" {
+		if logDir, err = os.MkdirTemp("", "outbox-demo-logs-"); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("demo: --log-dir: %w", err)
+	}
+
 	// Kafka.
-	if len(cfg.kafka.Brokers) == 0 {
+	switch {
+	case len(cfg.kafka.Brokers) > 0:
+		say("kafka: %s", strings.Join(cfg.kafka.Brokers, ","))
+	case cfg.kafkaKind == demoKafkaApache:
+		stop, err := startDemoApache(ctx, say, logDir, cfg.logDir != "", &cfg.kafka)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	default:
 		k, err := embedkafka.Start(embedkafka.Config{})
 		if err != nil {
 			return nil, err
@@ -138,8 +175,6 @@ func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 		defer k.Close()
 		cfg.kafka.Brokers = k.Brokers()
 		say("kafka: embedded kfake at %s", strings.Join(cfg.kafka.Brokers, ","))
-	} else {
-		say("kafka: %s", strings.Join(cfg.kafka.Brokers, ","))
 	}
 	kopts, err := cfg.kafka.Opts()
 	if err != nil {
@@ -184,18 +219,14 @@ func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 	defer stopShipping()
 
 	// The stages, as child processes of this binary.
-	logDir := cfg.logDir
-	if logDir == "" {
-		if logDir, err = os.MkdirTemp("", "outbox-demo-logs-"); err != nil {
-			return nil, err
-		}
-	}
 	brokers := strings.Join(cfg.kafka.Brokers, ",")
 	stages := []*stageProc{
 		{name: "relay", args: []string{"relay", "--database-url", dbURL, "--brokers", brokers, "--create-topics", "--heartbeat", "2s", "--shutdown-timeout", "5s"}},
 		{name: "transform", args: []string{"transform", "--brokers", brokers, "--group", "demo-transform", "--input", "outbox.order", "--transactional-id", "demo-transform-1",
 			// A SIGKILLed member holds its partitions until its session times out;
-			// a short one lets chaos restarts resume in seconds.
+			// a short one lets chaos restarts resume in seconds. 6s is the floor
+			// of Apache Kafka's group.min.session.timeout.ms (default), so a real
+			// broker accepts it (kfake takes any value).
 			"--session-timeout", "6s", "--transaction-timeout", "5s"}},
 		{name: "sink-payment", args: demoSinkArgs(dbURL, brokers, "payment", paymentURL, true)},
 		{name: "sink-shipping", args: demoSinkArgs(dbURL, brokers, "shipping", shippingURL, false)},
@@ -255,15 +286,18 @@ func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 	// Load, with a live progress view.
 	load := &demo.Load{URL: orderURL, Orders: cfg.orders, Rate: cfg.rate, DuplicateRate: cfg.duplicates}
 	start := time.Now()
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
 	loadDone := make(chan demo.LoadResult, 1)
-	go func() { loadDone <- load.Run(ctx) }()
+	go func() { loadDone <- load.Run(loadCtx) }()
 	counter := demo.NewCounter(dbURL, kopts)
 	defer counter.Close()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	deadline := time.Now().Add(cfg.timeout)
 	var lr *demo.LoadResult
-	for {
+	settled := false
+	for !settled {
 		select {
 		case <-ctx.Done():
 			stopChaos()
@@ -276,34 +310,87 @@ func demoRun(ctx context.Context, e *env, cfg demoConfig) (*demo.Audit, error) {
 			continue
 		case <-tick.C:
 		}
-		p, err := counter.Progress(ctx)
+		// A sample that cannot be taken (Kafka or Postgres down) must not keep
+		// the demo from reaching its deadline.
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		p, err := counter.Progress(pctx)
+		cancel()
 		if err != nil {
 			e.logger.Debug("demo: progress", "err", err)
-			continue
+		} else {
+			if !cfg.quiet {
+				say("%5.0fs  %s  | api calls: payment %d, shipping %d", time.Since(start).Seconds(), p, payment.Calls(), shipping.Calls())
+			}
+			settled = lr != nil && p.Settled(int(lr.Accepted))
 		}
-		if !cfg.quiet {
-			say("%5.0fs  %s  | api calls: payment %d, shipping %d", time.Since(start).Seconds(), p, payment.Calls(), shipping.Calls())
-		}
-		if lr != nil && p.Settled(int(lr.Accepted)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			stopChaos()
-			chaosWG.Wait()
-			say("demo: the pipeline did not settle within %s; auditing what is there", cfg.timeout)
+		if !settled && time.Now().After(deadline) {
 			break
 		}
 	}
 	stopChaos()
 	chaosWG.Wait()
+	notSettled := ""
+	if !settled {
+		notSettled = fmt.Sprintf("the pipeline did not settle within --timeout %s", cfg.timeout)
+		say("demo: %s; auditing what is there", notSettled)
+		if lr == nil {
+			stopLoad()
+			r := <-loadDone
+			lr = &r
+		}
+	}
 	// Let the stages commit what they hold, then audit from the sources of truth.
 	for _, s := range stages {
 		s.stop(15 * time.Second)
 	}
 	audit, err := counter.Audit(ctx, demo.AuditInput{
 		Load: *lr, Sent: load, Service: svc, Payment: payment, Shipping: shipping, ChaosKills: kills, Elapsed: time.Since(start),
+		NotSettled: notSettled,
 	})
 	return audit, err
+}
+
+// startDemoApache starts a one-node Apache Kafka for the demo in a new folder
+// under logDir, points kc at it, and returns the func that stops it and, unless
+// keep, removes the folder. On one node every topic gets replication factor 1
+// (the broker's default.replication.factor); the broker does not auto-create
+// topics, so the demo and its stages create each one explicitly.
+func startDemoApache(ctx context.Context, say func(string, ...any), logDir string, keep bool, kc *kafkaconn.Config) (func(), error) {
+	dir, err := os.MkdirTemp(logDir, "kafka-")
+	if err != nil {
+		return nil, err
+	}
+	say("kafka: starting Apache Kafka (one node) in %s", dir)
+	began := time.Now()
+	// The JVM's start is bounded; a cancelled demo stops waiting at once.
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	k, err := apachekafka.Start(startCtx, apachekafka.Config{Dir: dir})
+	if err != nil {
+		// A start that failed or was cancelled half way may leave a JVM that
+		// no watcher stops yet: stop whatever the folder holds.
+		if script, serr := apachekafka.Script(); serr == nil {
+			_ = exec.Command("bash", script, "stop", dir).Run()
+		}
+		if !keep {
+			_ = os.RemoveAll(dir)
+		}
+		return nil, err
+	}
+	kc.Brokers = k.Plaintext
+	say("kafka: Apache Kafka at %s (transaction.version %d), up in %s", strings.Join(k.Plaintext, ","), k.TransactionVersion, time.Since(began).Round(100*time.Millisecond))
+	return func() {
+		if err := k.Stop(); err != nil {
+			say("kafka: stop Apache Kafka: %v (its folder %s is kept)", err, dir)
+			return
+		}
+		if keep {
+			return
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			say("kafka: remove %s: %v", dir, err)
+		}
+	}, nil
 }
 
 func waitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string, max time.Duration) error {

@@ -118,6 +118,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c := &Cluster{Dir: cfg.Dir, Nodes: cfg.Brokers, TransactionVersion: cfg.TransactionVersion, script: script}
 	out, err := c.run(ctx, args...)
 	if err != nil {
+		// A start that failed or was cancelled half way may have left some
+		// nodes running: stop whatever the folder holds.
+		_ = c.Stop()
 		return nil, err
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -145,6 +145,10 @@ type AuditInput struct {
 	Shipping   *MockAPI
 	ChaosKills int
 	Elapsed    time.Duration
+	// NotSettled says why the run was audited before the pipeline settled
+	// (its drain timeout passed); empty when it settled. A run that did not
+	// settle fails the audit, whatever the counts say by the time it runs.
+	NotSettled string
 }
 
 // Audit is the demo's closing report.
@@ -187,6 +191,10 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 	line("orders accepted: %d (service created %d; duplicate submissions %d, answered by replay %d, 409/422 %d; never accepted %d) in %s, %d chaos kills",
 		in.Load.Accepted, created, in.Load.Duplicates, replayed, conflicts, in.Load.Failed, in.Elapsed.Round(time.Second), in.ChaosKills)
 	check(created == in.Load.Accepted, "service created %d orders for %d accepted", created, in.Load.Accepted)
+	if in.NotSettled != "" {
+		line("not settled: %s", in.NotSettled)
+		check(false, "%s", in.NotSettled)
+	}
 
 	ids, err := c.q.DemoEventIDs(ctx, db)
 	if err != nil {
