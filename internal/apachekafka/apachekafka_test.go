@@ -154,3 +154,40 @@ func TestThreeNodesBounce(t *testing.T) {
 	require.NoError(t, c.StartNode(2))
 	require.NoError(t, c.WaitReady(ctx))
 }
+
+// TestDocsTestingCommandsRun runs every line of the "Running a broker
+// yourself" block of docs/testing.md as written (its /tmp folders moved into
+// the test's temp folder), so a doc line that does not work fails the tests.
+func TestDocsTestingCommandsRun(t *testing.T) {
+	t.Parallel()
+	p, err := apachekafka.Script()
+	require.NoError(t, err)
+	root := filepath.Dir(filepath.Dir(p))
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "testing.md"))
+	require.NoError(t, err)
+	_, block, ok := strings.Cut(string(doc), "## Running a broker yourself\n\n```sh\n")
+	require.True(t, ok, "docs/testing.md lost its block of commands")
+	block, _, _ = strings.Cut(block, "```")
+	tmp := t.TempDir()
+	var dirs []string
+	for _, line := range strings.Split(strings.TrimSpace(block), "\n") {
+		cmdline, _, _ := strings.Cut(line, "#")
+		cmdline = strings.ReplaceAll(strings.TrimSpace(cmdline), "/tmp/", tmp+"/")
+		if f := strings.Fields(cmdline); len(f) > 3 && f[2] == "start" {
+			dir := f[3]
+			dirs = append(dirs, dir)
+			t.Cleanup(func() { _, _, _ = script(t, nil, "stop", dir) })
+		}
+		cmd := exec.Command("bash", "-c", cmdline)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s:\n%s", cmdline, out)
+	}
+	require.Len(t, dirs, 3, "the block starts three clusters")
+	env, err := os.ReadFile(filepath.Join(dirs[2], "client.env"))
+	require.NoError(t, err)
+	require.Contains(t, string(env), "OUTBOX_KAFKA_SASL_MECHANISM=SCRAM-SHA-512")
+	st := mustStatus(t, dirs[1])
+	require.Contains(t, st, "node 2: stopped", "the block's node kill took effect")
+	require.Contains(t, st, "transaction.version=1")
+}
