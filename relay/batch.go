@@ -30,6 +30,13 @@ type pump struct {
 	next  checkpoint // to commit with the open batch
 
 	pctx context.Context // produce context: outlives ctx by ShutdownTimeout
+	// tctx bounds the open Kafka transaction's produces by TransactionTimeout
+	// from its first record. Produce waits for buffer space, and a Kafka that
+	// takes records but never acknowledges them (a half-open connection)
+	// keeps the buffer full; the broker aborts a transaction that old
+	// anyway, so waiting longer cannot help.
+	tctx    context.Context
+	tcancel context.CancelFunc
 
 	debug       bool
 	open, dirty bool
@@ -156,7 +163,7 @@ func (p *pump) handle(it item) error {
 					return err
 				}
 			}
-			p.cl.Produce(p.pctx, rec, p.promiseFunc)
+			p.cl.Produce(p.tctx, rec, p.promiseFunc)
 		}
 		p.tx.relayed = true
 		p.events++
@@ -219,7 +226,17 @@ func (p *pump) begin() error {
 		return fmt.Errorf("relay: begin Kafka transaction: %w", err)
 	}
 	p.open = true
+	p.tctx, p.tcancel = context.WithTimeout(p.pctx, p.r.cfg.TransactionTimeout)
 	return nil
+}
+
+// endTx releases the open transaction's produce deadline once no record of
+// it is buffered any more.
+func (p *pump) endTx() {
+	p.open = false
+	if p.tcancel != nil {
+		p.tcancel()
+	}
 }
 
 // commit writes the checkpoint into the open Kafka transaction, commits it,
@@ -231,14 +248,25 @@ func (p *pump) commit(ctx context.Context) error {
 		return err
 	}
 	p.next.At = start.UTC()
-	p.cl.Produce(ctx, &kgo.Record{Topic: cfg.CheckpointTopic, Key: []byte(cfg.Slot), Value: p.next.marshal()}, p.promiseFunc)
-	cctx, cancel := context.WithTimeout(ctx, cfg.TransactionTimeout)
+	// Flush and EndTxn get TransactionTimeout, but no longer than the
+	// transaction's own deadline: past it the broker has aborted it.
+	deadline := start.Add(cfg.TransactionTimeout)
+	if d, ok := p.tctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	err := p.cl.Flush(cctx)
+	// A record that already failed dooms the transaction: abort without
+	// waiting for the rest (over a half-open connection, Flush would only
+	// wait out cctx).
+	err := p.produceErr()
 	if err == nil {
-		p.prodErrMu.Lock()
-		err = p.prodErr
-		p.prodErrMu.Unlock()
+		// cctx, not ctx: with the buffer full this Produce waits for room.
+		p.cl.Produce(cctx, &kgo.Record{Topic: cfg.CheckpointTopic, Key: []byte(cfg.Slot), Value: p.next.marshal()}, p.promiseFunc)
+		err = p.cl.Flush(cctx)
+	}
+	if err == nil {
+		err = p.produceErr()
 	}
 	if err != nil {
 		p.abort()
@@ -268,7 +296,8 @@ func (p *pump) commit(ctx context.Context) error {
 			slog.String("commit_lsn", p.next.CommitLSN.String()), slog.Bool("complete", p.next.Complete),
 			slog.String("confirm_lsn", p.next.Confirm.String()), slog.Duration("took", now.Sub(start)))
 	}
-	p.open, p.dirty = false, false
+	p.endTx()
+	p.dirty = false
 	p.events, p.bytes, p.txns, p.splitEvents, p.splitBytes = 0, 0, 0, 0, 0
 	p.commitTimes = p.commitTimes[:0]
 	return nil
@@ -286,7 +315,13 @@ func (p *pump) abort() {
 			p.r.log.Warn("relay: abort Kafka transaction", slog.Any("error", err))
 		}
 	}
-	p.open = false
+	p.endTx()
+}
+
+func (p *pump) produceErr() error {
+	p.prodErrMu.Lock()
+	defer p.prodErrMu.Unlock()
+	return p.prodErr
 }
 
 // shutdown finishes the open batch within ShutdownTimeout (or aborts it),

@@ -88,6 +88,20 @@ type Config struct {
 	// StatusInterval is how often a standby status update goes to Postgres
 	// even when nothing new was confirmed. Defaults to 5s.
 	StatusInterval time.Duration
+	// PostgresTimeout is how long the relay waits for Postgres to answer
+	// before it drops the connections and starts again from the slot: to
+	// connect, for each start-up query and for the replication stream, which
+	// may stay silent no longer. While the stream is quiet every status update
+	// asks the walsender for an immediate reply, so a live server answers well
+	// within it; without the bound a half-open connection (a dead network path,
+	// a frozen server: nothing that reports an error) would stall the relay
+	// forever. Creating the slot is not bounded: it waits for the transactions
+	// running at the time. Keep it longer than StatusInterval and not below the
+	// server's wal_sender_timeout (a walsender decoding a large transaction the
+	// publication filters out reads replies only every half of that).
+	// Defaults to 60s, Postgres's default wal_sender_timeout, or three
+	// StatusIntervals if that is longer.
+	PostgresTimeout time.Duration
 	// StandbyPollInterval is how often a standby relay checks whether the slot
 	// is free. Defaults to 1s.
 	StandbyPollInterval time.Duration
@@ -157,6 +171,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	defDur(&cfg.TransactionTimeout, 60*time.Second)
 	defDur(&cfg.HeartbeatInterval, 10*time.Second)
 	defDur(&cfg.StatusInterval, 5*time.Second)
+	defDur(&cfg.PostgresTimeout, max(60*time.Second, 3*cfg.StatusInterval))
 	defDur(&cfg.StandbyPollInterval, time.Second)
 	defDur(&cfg.RetryBackoff, time.Second)
 	defDur(&cfg.ShutdownTimeout, 10*time.Second)
@@ -185,10 +200,15 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("%w: SplitEvents (%d) must be at least MaxBatchEvents (%d)", errConfig, cfg.SplitEvents, cfg.MaxBatchEvents)
 	}
 	for name, d := range map[string]time.Duration{"Linger": cfg.Linger, "TransactionTimeout": cfg.TransactionTimeout, "HeartbeatInterval": cfg.HeartbeatInterval,
-		"StatusInterval": cfg.StatusInterval, "StandbyPollInterval": cfg.StandbyPollInterval, "RetryBackoff": cfg.RetryBackoff, "ShutdownTimeout": cfg.ShutdownTimeout} {
+		"StatusInterval": cfg.StatusInterval, "PostgresTimeout": cfg.PostgresTimeout, "StandbyPollInterval": cfg.StandbyPollInterval, "RetryBackoff": cfg.RetryBackoff, "ShutdownTimeout": cfg.ShutdownTimeout} {
 		if d < 0 {
 			return cfg, fmt.Errorf("%w: %s is negative", errConfig, name)
 		}
+	}
+	if cfg.PostgresTimeout <= cfg.StatusInterval {
+		// The status updates are the stream's pings: with none inside the
+		// timeout a quiet, healthy walsender would look dead.
+		return cfg, fmt.Errorf("%w: PostgresTimeout (%s) must be longer than StatusInterval (%s)", errConfig, cfg.PostgresTimeout, cfg.StatusInterval)
 	}
 	return cfg, nil
 }

@@ -27,7 +27,9 @@ const itemQueue = 512
 // fails. streamed says it got as far as streaming.
 func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 	q := sqlc.New()
-	admin, err := pgx.Connect(ctx, r.cfg.DatabaseURL)
+	cctx, cancelConnect := r.pgCtx(ctx)
+	admin, err := pgx.Connect(cctx, r.cfg.DatabaseURL)
+	cancelConnect()
 	if err != nil {
 		return false, fmt.Errorf("relay: connect to Postgres: %w", err)
 	}
@@ -52,7 +54,9 @@ func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 		defer cancel()
 		_ = repl.Close(cctx)
 	}()
-	slot, err := q.RelaySlot(ctx, admin, r.cfg.Slot)
+	qctx, cancelQuery := r.pgCtx(ctx)
+	slot, err := q.RelaySlot(qctx, admin, r.cfg.Slot)
+	cancelQuery()
 	if err != nil {
 		return false, fmt.Errorf("relay: read slot %s: %w", r.cfg.Slot, err)
 	}
@@ -111,7 +115,7 @@ func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 
 	// 4. Stream, skipping every transaction at or below the checkpoint.
 	items := make(chan item, itemQueue)
-	st := &stream{conn: repl, out: items, schema: r.cfg.Schema, rt: r.rt, interval: r.cfg.StatusInterval, log: r.log, m: r.m}
+	st := &stream{conn: repl, out: items, schema: r.cfg.Schema, rt: r.rt, interval: r.cfg.StatusInterval, timeout: r.cfg.PostgresTimeout, log: r.log, m: r.m}
 	st.confirm(ck.Confirm)
 
 	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -147,16 +151,25 @@ func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 	return true, err
 }
 
+// pgCtx bounds one exchange with Postgres by PostgresTimeout: over a
+// half-open connection (a dead path, a frozen server) nothing else ends it,
+// and the session must fail and start again instead of stalling.
+func (r *Relay) pgCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.cfg.PostgresTimeout)
+}
+
 // preflight checks wal_level and creates (or demands) the publication and slot.
 func (r *Relay) preflight(ctx context.Context, q *sqlc.Queries, admin *pgx.Conn) error {
-	lvl, err := q.RelayWALLevel(ctx, admin)
+	qctx, cancel := r.pgCtx(ctx)
+	defer cancel()
+	lvl, err := q.RelayWALLevel(qctx, admin)
 	if err != nil {
 		return fmt.Errorf("relay: read wal_level: %w", err)
 	}
 	if lvl != "logical" {
 		return fmt.Errorf("%w (it is %q)", ErrWALLevel, lvl)
 	}
-	exists, err := q.RelayPublicationExists(ctx, admin, r.cfg.Publication)
+	exists, err := q.RelayPublicationExists(qctx, admin, r.cfg.Publication)
 	if err != nil {
 		return fmt.Errorf("relay: look up publication %s: %w", r.cfg.Publication, err)
 	}
@@ -167,22 +180,26 @@ func (r *Relay) preflight(ctx context.Context, q *sqlc.Queries, admin *pgx.Conn)
 		// Identifiers cannot be query parameters; both are quoted by pgx.
 		stmt := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert', publish_via_partition_root = true)",
 			pgx.Identifier{r.cfg.Publication}.Sanitize(), pgx.Identifier{r.cfg.Schema, "events"}.Sanitize())
-		if _, err := admin.Exec(ctx, stmt); err != nil && !isCode(err, "42710") {
+		if _, err := admin.Exec(qctx, stmt); err != nil && !isCode(err, "42710") {
 			return fmt.Errorf("relay: create publication %s: %w", r.cfg.Publication, err)
 		}
 		r.log.InfoContext(ctx, "relay: created publication", slog.String("publication", r.cfg.Publication))
 	}
-	slot, err := q.RelaySlot(ctx, admin, r.cfg.Slot)
+	slot, err := q.RelaySlot(qctx, admin, r.cfg.Slot)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if r.cfg.NoCreate {
 			return fmt.Errorf("%w: %s", ErrNoSlot, r.cfg.Slot)
 		}
+		// Not bounded by PostgresTimeout: creating a slot waits for the
+		// transactions running now to finish, however long they take.
 		lsn, cerr := q.RelayCreateSlot(ctx, admin, r.cfg.Slot)
 		if cerr != nil && !isCode(cerr, "42710") {
 			return fmt.Errorf("relay: create replication slot %s: %w", r.cfg.Slot, cerr)
 		}
 		r.log.InfoContext(ctx, "relay: created replication slot", slog.String("consistent_point", lsn))
-		slot, err = q.RelaySlot(ctx, admin, r.cfg.Slot)
+		rctx, cancelRead := r.pgCtx(ctx) // qctx may have run out while the slot was created
+		defer cancelRead()
+		slot, err = q.RelaySlot(rctx, admin, r.cfg.Slot)
 	}
 	if err != nil {
 		return fmt.Errorf("relay: read replication slot %s: %w", r.cfg.Slot, err)
@@ -207,7 +224,9 @@ func (r *Relay) walLost() error {
 func (r *Relay) takeSlot(ctx context.Context, q *sqlc.Queries, admin *pgx.Conn) (*pgconn.PgConn, pglogrepl.IdentifySystemResult, error) {
 	waiting := false
 	for {
-		slot, err := q.RelaySlot(ctx, admin, r.cfg.Slot)
+		qctx, cancel := r.pgCtx(ctx)
+		slot, err := q.RelaySlot(qctx, admin, r.cfg.Slot)
+		cancel()
 		if err != nil {
 			return nil, pglogrepl.IdentifySystemResult{}, fmt.Errorf("relay: read replication slot %s: %w", r.cfg.Slot, err)
 		}
@@ -252,6 +271,10 @@ func (r *Relay) startReplication(ctx context.Context) (*pgconn.PgConn, pglogrepl
 		return nil, sys, fmt.Errorf("%w: DatabaseURL: %v", errConfig, err)
 	}
 	pcfg.RuntimeParams["replication"] = "database"
+	// Connecting, IDENTIFY_SYSTEM and START_REPLICATION are quick on a live
+	// server; the bound keeps a half-open connection from stalling the session.
+	ctx, cancel := r.pgCtx(ctx)
+	defer cancel()
 	conn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return nil, sys, fmt.Errorf("relay: replication connection: %w", err)

@@ -45,8 +45,10 @@ type stream struct {
 	schema   string
 	rt       *router
 	interval time.Duration
-	log      *slog.Logger
-	m        *metrics
+	// timeout is how long the walsender may stay silent (PostgresTimeout).
+	timeout time.Duration
+	log     *slog.Logger
+	m       *metrics
 
 	// confirmed is the LSN committed to Kafka, set by the batching loop.
 	confirmed atomic.Uint64
@@ -60,6 +62,9 @@ type stream struct {
 	lastSent pglogrepl.LSN
 	next     time.Time
 	deadline time.Time // read deadline on the connection
+	// heard is when the stream last got a message or finished handling one:
+	// time spent waiting for the batching loop does not count as silence.
+	heard time.Time
 }
 
 // confirm raises the LSN the stream reports to Postgres as flushed.
@@ -80,6 +85,7 @@ const pollInterval = 100 * time.Millisecond
 // connection fails.
 func (s *stream) run(ctx context.Context) error {
 	s.rels = map[uint32]*columns{}
+	s.heard = time.Now()
 	for {
 		now := time.Now()
 		if err := s.maybeStatus(now, false); err != nil {
@@ -102,10 +108,18 @@ func (s *stream) run(ctx context.Context) error {
 				return s.finish()
 			}
 			if pgconn.Timeout(err) {
+				// The read deadline only paces the loop; a walsender that
+				// answered none of the replies asked for within the timeout
+				// is behind a half-open connection, which no read reports.
+				if silent := time.Since(s.heard); silent >= s.timeout {
+					return fmt.Errorf("relay: nothing from the walsender for %s, not even the replies the relay asked for (PostgresTimeout %s); dropping the replication connection: %w",
+						silent.Round(time.Millisecond), s.timeout, err)
+				}
 				continue
 			}
 			return fmt.Errorf("relay: receive from walsender: %w", err)
 		}
+		s.heard = time.Now()
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
 			if len(m.Data) == 0 {
@@ -137,6 +151,7 @@ func (s *stream) run(ctx context.Context) error {
 					}
 					return err
 				}
+				s.heard = time.Now()
 			}
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("relay: walsender: %w", pgconn.ErrorResponseToPgError(m))
@@ -157,7 +172,9 @@ func (s *stream) seeWALEnd(lsn pglogrepl.LSN) {
 }
 
 // maybeStatus sends a standby status update when the confirmed LSN moved, the
-// interval passed, or force is set.
+// interval passed, or force is set. Once the walsender has been quiet for an
+// interval the update asks it for an immediate reply: the stream's ping,
+// which Postgres answers with a keepalive (run's silence check relies on it).
 func (s *stream) maybeStatus(now time.Time, force bool) error {
 	c := pglogrepl.LSN(s.confirmed.Load())
 	if !force && c == s.lastSent && now.Before(s.next) {
@@ -168,7 +185,8 @@ func (s *stream) maybeStatus(now time.Time, force bool) error {
 		s.next = now.Add(s.interval)
 		return nil
 	}
-	if err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: c}); err != nil {
+	ping := now.Sub(s.heard) >= s.interval
+	if err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: c, ReplyRequested: ping}); err != nil {
 		return fmt.Errorf("relay: send standby status update %s: %w", c, err)
 	}
 	if c != s.lastSent {

@@ -41,6 +41,7 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		txnTimeout   = fs.Duration("transaction-timeout", 60*time.Second, "Kafka transaction timeout")
 		heartbeat    = fs.Duration("heartbeat", 10*time.Second, "interval of pg_logical_emit_message heartbeats")
 		shutdown     = fs.Duration("shutdown-timeout", 10*time.Second, "bound on finishing the open Kafka transaction at shutdown")
+		pgTimeout    = fs.Duration("postgres-timeout", 60*time.Second, "restart from the slot when Postgres does not answer (connect, a query, a silent replication stream) for this long; not below the server's wal_sender_timeout")
 		embedded     = fs.Bool("embedded-kafka", false, "run on an in-process kfake cluster (for trying it without a broker; data is lost on exit)")
 		cpuProfile   = fs.String("cpuprofile", "", "write a CPU profile of the run to this file (for `outbox bench relay`)")
 		memProfile   = fs.String("memprofile", "", "write a heap profile to this file at exit (for `outbox bench relay`)")
@@ -108,6 +109,7 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		SplitEvents:         *splitEvents,
 		SplitBytes:          *splitBytes,
 		HeartbeatInterval:   *heartbeat,
+		PostgresTimeout:     *pgTimeout,
 		ShutdownTimeout:     *shutdown,
 		Logger:              e.logger,
 		Registerer:          reg,
