@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
+	"github.com/outboxrelay/outbox/internal/kafkatest"
 	"github.com/outboxrelay/outbox/internal/pgtest"
 	"github.com/outboxrelay/outbox/relay"
 )
@@ -32,7 +33,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envChild) == "1" {
 		os.Exit(childMain())
 	}
-	code := pgtest.Main(m)
+	code := pgtest.Main(kafkatest.M(m))
 	if code == 0 {
 		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -48,6 +49,9 @@ type childConfig struct {
 	MaxBatch, SplitEvents                                      int
 	Heartbeat                                                  time.Duration
 	NoStandby                                                  bool
+	// Linger lets a batch wait for more transactions (the bounce tests use
+	// it to get Kafka transactions of hundreds of events at a modest rate).
+	Linger time.Duration
 }
 
 func (c childConfig) encode() string {
@@ -55,6 +59,7 @@ func (c childConfig) encode() string {
 		"url=" + c.URL, "brokers=" + c.Brokers, "schema=" + c.Schema, "slot=" + c.Slot, "checkpoint=" + c.Checkpoint,
 		"topic=" + c.Topic, "record_topic=" + c.RecordTopic, "max_batch=" + strconv.Itoa(c.MaxBatch),
 		"split=" + strconv.Itoa(c.SplitEvents), "heartbeat=" + c.Heartbeat.String(), "no_standby=" + strconv.FormatBool(c.NoStandby),
+		"linger=" + c.Linger.String(),
 	}, ";")
 }
 
@@ -70,6 +75,7 @@ func decodeChildConfig(s string) childConfig {
 	c.SplitEvents, _ = strconv.Atoi(kv["split"])
 	c.Heartbeat, _ = time.ParseDuration(kv["heartbeat"])
 	c.NoStandby, _ = strconv.ParseBool(kv["no_standby"])
+	c.Linger, _ = time.ParseDuration(kv["linger"])
 	return c
 }
 
@@ -86,6 +92,7 @@ func (c childConfig) relayConfig(logger *slog.Logger) relay.Config {
 		SplitEvents:         c.SplitEvents,
 		HeartbeatInterval:   c.Heartbeat,
 		NoStandby:           c.NoStandby,
+		Linger:              c.Linger,
 		StandbyPollInterval: 100 * time.Millisecond,
 		RetryBackoff:        100 * time.Millisecond,
 		TransactionTimeout:  20 * time.Second,
