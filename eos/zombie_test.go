@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // signal sends sig to process i.
@@ -55,45 +54,6 @@ func committedOffsets(t *testing.T, adm *kadm.Client, group, topic string) map[i
 			out[o.Partition] = o.At
 		}
 	})
-	return out
-}
-
-// readAllUncommitted reads every data record of topic up to its high
-// watermark, aborted ones included.
-func readAllUncommitted(t *testing.T, opts []kgo.Opt, adm *kadm.Client, topic string) []*kgo.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	require.NoError(t, err)
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadUncommitted()))...)
-	require.NoError(t, err)
-	defer cl.Close()
-	var out []*kgo.Record
-	for len(want) > 0 {
-		// Control records fill the last offsets, so a quiet poll also ends it.
-		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
-		fs := cl.PollFetches(pctx)
-		pcancel()
-		require.NoError(t, ctx.Err())
-		recs := fs.Records()
-		if len(recs) == 0 {
-			break
-		}
-		for _, r := range recs {
-			out = append(out, r)
-			if r.Offset+1 >= want[r.Partition] {
-				delete(want, r.Partition)
-			}
-		}
-	}
 	return out
 }
 
@@ -243,7 +203,9 @@ func TestZombieStageFrozenWhileGroupRebalances(t *testing.T) {
 		}
 	}
 	inLog := 0
-	for _, r := range readAllUncommitted(t, k.Opts(), k.Admin(), out) {
+	logged, err := k.ReadUncommitted(context.Background(), out)
+	require.NoError(t, err)
+	for _, r := range logged {
 		if r.ProducerID == open.ProducerID && r.ProducerEpoch == open.ProducerEpoch {
 			inLog++
 		}

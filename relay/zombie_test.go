@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // walSenderTimeout is the zombie's wal_sender_timeout: how long Postgres
@@ -47,45 +46,6 @@ func (c *child) logSince(t *testing.T, off int) string {
 
 func (c *child) logSize(t *testing.T) int {
 	return len(c.logSince(t, 0))
-}
-
-// readUncommitted reads every data record of topic up to its high watermark,
-// records of aborted transactions included.
-func readUncommitted(t *testing.T, opts []kgo.Opt, adm *kadm.Client, topic string) []*kgo.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	require.NoError(t, err)
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadUncommitted()))...)
-	require.NoError(t, err)
-	defer cl.Close()
-	var out []*kgo.Record
-	for len(want) > 0 {
-		// Control records fill the last offsets, so a quiet poll also ends it.
-		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
-		fs := cl.PollFetches(pctx)
-		pcancel()
-		require.NoError(t, ctx.Err())
-		recs := fs.Records()
-		if len(recs) == 0 {
-			break
-		}
-		for _, r := range recs {
-			out = append(out, r)
-			if r.Offset+1 >= want[r.Partition] {
-				delete(want, r.Partition)
-			}
-		}
-	}
-	return out
 }
 
 // TestZombieRelayFrozenWhileStandbyTakesOver freezes the active relay with
@@ -200,7 +160,9 @@ func TestZombieRelayFrozenWhileStandbyTakesOver(t *testing.T) {
 		}
 	}
 	aborted := 0
-	for _, r := range readUncommitted(t, b.k.Opts(), b.k.Admin(), b.topic) {
+	logged, err := b.k.ReadUncommitted(ctx, b.topic)
+	require.NoError(t, err)
+	for _, r := range logged {
 		if r.ProducerID == open.ProducerID && r.ProducerEpoch == open.ProducerEpoch {
 			aborted++
 		}

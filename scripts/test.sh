@@ -35,7 +35,7 @@ echo "== Apache Kafka $kafka_version jars: $(bash scripts/kafka.sh jars)"
 # Tests that always start Apache Kafka clusters of their own (three nodes,
 # SASL_SSL, a proxy in front) or need the real broker's behaviour run in the
 # Apache pass only.
-apache_only='TestBrokerBounce|TestZombie|TestNetFault|TestSecureKafka|TestKcat|TestDemoApache'
+apache_only='TestBrokerBounce|TestBrokerOutage|TestZombie|TestNetFault|TestSecureKafka|TestKcat|TestDemoApache'
 # The exactly-once suites: every package whose tests count records through
 # Kafka transactions.
 eos_pkgs=(./relay/ ./eos/... ./sink/ ./internal/deadletter/ ./internal/lagcheck/ ./internal/topicspec/)

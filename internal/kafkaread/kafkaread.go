@@ -16,8 +16,19 @@ import (
 // end offsets (high watermarks) seen when it was called, and returns them in
 // per-partition order. opts reach the cluster.
 func ReadCommitted(ctx context.Context, opts []kgo.Opt, topics ...string) ([]*kgo.Record, error) {
+	return read(ctx, opts, kgo.ReadCommitted(), topics)
+}
+
+// ReadUncommitted reads every data record of topics like ReadCommitted, and
+// also the records of aborted and open transactions: what the log holds, for
+// tests that count what read_committed hid.
+func ReadUncommitted(ctx context.Context, opts []kgo.Opt, topics ...string) ([]*kgo.Record, error) {
+	return read(ctx, opts, kgo.ReadUncommitted(), topics)
+}
+
+func read(ctx context.Context, opts []kgo.Opt, level kgo.IsolationLevel, topics []string) ([]*kgo.Record, error) {
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(level),
 		// Commit and abort markers come back too, so the end of a partition
 		// whose last entries are markers or aborted records is seen exactly.
 		kgo.KeepControlRecords())...)

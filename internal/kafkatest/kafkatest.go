@@ -118,3 +118,9 @@ func (k *Kafka) CreateTopic(name string, partitions int32, configs map[string]st
 func (k *Kafka) ReadCommitted(ctx context.Context, topics ...string) ([]*kgo.Record, error) {
 	return kafkaread.ReadCommitted(ctx, k.Opts(), topics...)
 }
+
+// ReadUncommitted reads every data record of topics, aborted ones included
+// (see kafkaread.ReadUncommitted).
+func (k *Kafka) ReadUncommitted(ctx context.Context, topics ...string) ([]*kgo.Record, error) {
+	return kafkaread.ReadUncommitted(ctx, k.Opts(), topics...)
+}
