@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,17 +29,11 @@ func apacheKafka(t *testing.T, nodes int) (*kafkatest.Apache, *kafkatest.Kafka) 
 }
 
 // progress samples the group's committed input offsets every 100ms, so a
-// test can tell how long output stood still after a disruption.
+// test can tell how long output stood still after a kafkatest.Disruption.
 type progress struct {
-	mu      sync.Mutex
-	samples []sample
-	cancel  context.CancelFunc
-	done    chan struct{}
-}
-
-type sample struct {
-	at    time.Time
-	total int64
+	kafkatest.Progress
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func startProgress(t *testing.T, adm *kadm.Client, group, topic string) *progress {
@@ -55,9 +48,7 @@ func startProgress(t *testing.T, adm *kadm.Client, group, topic string) *progres
 			qcancel()
 			if err == nil && n != last {
 				last = n
-				p.mu.Lock()
-				p.samples = append(p.samples, sample{time.Now(), n})
-				p.mu.Unlock()
+				p.Add(n)
 			}
 			select {
 			case <-ctx.Done():
@@ -72,66 +63,6 @@ func startProgress(t *testing.T, adm *kadm.Client, group, topic string) *progres
 func (p *progress) stop() {
 	p.cancel()
 	<-p.done
-}
-
-// at is the last committed total sampled.
-func (p *progress) at() int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.samples) == 0 {
-		return 0
-	}
-	return p.samples[len(p.samples)-1].total
-}
-
-// longestPause is the longest time between from and to in which the
-// committed offsets did not move, counting from "from" itself.
-func (p *progress) longestPause(from, to time.Time) time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	last, longest := from, time.Duration(0)
-	for _, s := range p.samples {
-		if s.at.Before(from) {
-			continue
-		}
-		if s.at.After(to) {
-			break
-		}
-		longest = max(longest, s.at.Sub(last))
-		last = s.at
-	}
-	return max(longest, to.Sub(last))
-}
-
-// disruption is one interruption of the bounce test.
-type disruption int
-
-const (
-	hardBounce  disruption = iota // a broker node SIGKILLed, restarted a few seconds later
-	cleanBounce                   // a broker node stopped with SIGTERM, restarted a few seconds later
-	processKill                   // a stage process SIGKILLed and restarted
-)
-
-func (d disruption) String() string {
-	return [...]string{"hard broker bounce (SIGKILL)", "clean broker bounce (SIGTERM)", "stage process SIGKILL"}[d]
-}
-
-// disruptions interleaves hard bounces, process kills and clean bounces.
-func disruptions(hard, clean, kills int) []disruption {
-	n := hard + clean + kills
-	var out []disruption
-	for len(out) < n {
-		for _, c := range []struct {
-			d disruption
-			n *int
-		}{{hardBounce, &hard}, {processKill, &kills}, {cleanBounce, &clean}} {
-			if *c.n > 0 {
-				*c.n--
-				out = append(out, c.d)
-			}
-		}
-	}
-	return out
 }
 
 // activeTxn is the process (of n, transactional ids "<group>-proc-<i>")
@@ -182,15 +113,15 @@ func groupCoordinator(adm *kadm.Client, group string) int {
 // hit the transaction coordinator of a process with an open transaction,
 // clean bounces the group coordinator. A read_committed consumer runs
 // throughout; it and the final read must see every input mapped exactly
-// once, in per-key order. Default: 6,000 records, one of each disruption.
+// once, in per-key order. Default: 6,000 records, one of each kafkatest.Disruption.
 // OUTBOX_SOAK=1: 100,000 records, 3 hard and 3 clean bounces, 3 process kills.
 func TestBrokerBounceEOS(t *testing.T) {
 	a, k := apacheKafka(t, 3)
 	records, delay := 6_000, 5*time.Millisecond
-	events := disruptions(1, 1, 1)
+	events := kafkatest.Disruptions(1, 1, 1)
 	if soak() {
 		records, delay = 100_000, 4*time.Millisecond
-		events = disruptions(3, 3, 3)
+		events = kafkatest.Disruptions(3, 3, 3)
 	}
 	const procsN, perTxn = 3, 750
 	in := k.Topic("eos-in", 2, nil)
@@ -216,7 +147,7 @@ func TestBrokerBounceEOS(t *testing.T) {
 	}
 
 	type round struct {
-		d       disruption
+		d       kafkatest.Disruption
 		at      time.Time
 		node    int
 		proc    int
@@ -226,27 +157,27 @@ func TestBrokerBounceEOS(t *testing.T) {
 	for j, d := range events {
 		frac := 0.2 + 0.6*float64(j)/float64(len(events))
 		waitCommitted(t, k, group, in, int64(frac*float64(records)), 5*time.Minute)
-		at := prog.at()
+		at := prog.Last()
 		require.Less(t, at, int64(records), "the run finished before round %d could interrupt it: slow the transform down", j+1)
 		r := round{d: d, at: time.Now(), proc: -1}
 		proc, coord, found := activeTxn(k.Admin(), group, procsN)
 		switch d {
-		case processKill:
+		case kafkatest.ProcessKill:
 			r.proc = j % procsN
 			if found {
 				r.proc = proc
 			}
 			ps.kill(r.proc)
 			ps.start(r.proc)
-		case hardBounce, cleanBounce:
+		case kafkatest.HardBounce, kafkatest.CleanBounce:
 			r.node = coord
-			if d == cleanBounce {
+			if d == kafkatest.CleanBounce {
 				r.node = groupCoordinator(k.Admin(), group)
 			}
 			if r.node == 0 {
 				r.node = 1 + j%a.Nodes
 			}
-			r.restart = bounceNode(t, a, r.node, d == hardBounce, 3*time.Second)
+			r.restart = kafkatest.Bounce(t, a, r.node, d == kafkatest.HardBounce, 3*time.Second)
 		}
 		what := d.String()
 		if r.node != 0 {
@@ -265,7 +196,7 @@ func TestBrokerBounceEOS(t *testing.T) {
 		if i+1 < len(rounds) {
 			to = rounds[i+1].at
 		}
-		t.Logf("round %d: %s: longest time the committed offsets stood still after it: %s", i+1, r.d, prog.longestPause(r.at, to).Round(time.Millisecond))
+		t.Logf("round %d: %s: longest time the committed offsets stood still after it: %s", i+1, r.d, prog.LongestPause(r.at, to).Round(time.Millisecond))
 	}
 	for i := range procsN {
 		ps.stop(i)
@@ -291,20 +222,4 @@ func TestBrokerBounceEOS(t *testing.T) {
 	}
 	t.Logf("read_committed (final read and the watcher): %d records, 0 duplicates, 0 lost, per-key order kept; the log holds %d, so %d were written by aborted transactions; %d stage sessions failed and were rebuilt",
 		len(after), all, all-len(after), restarts)
-}
-
-// bounceNode takes node down (SIGKILL when hard, else SIGTERM and wait),
-// keeps it down for down, and starts it again, waiting until it serves. It
-// returns how long the restart took.
-func bounceNode(t *testing.T, a *kafkatest.Apache, node int, hard bool, down time.Duration) time.Duration {
-	t.Helper()
-	if hard {
-		require.NoError(t, a.Kill(node), "kill node %d", node)
-	} else {
-		require.NoError(t, a.StopNode(node), "stop node %d", node)
-	}
-	time.Sleep(down)
-	start := time.Now()
-	require.NoError(t, a.StartNode(node), "restart node %d", node)
-	return time.Since(start)
 }

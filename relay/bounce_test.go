@@ -33,12 +33,6 @@ func setupApache(t *testing.T, nodes int) (*testBundle, *kafkatest.Apache) {
 	return b, a
 }
 
-// arrival is one poll of a watcher that returned records.
-type arrival struct {
-	at    time.Time
-	total int
-}
-
 // eventWatcher is a read_committed consumer that runs for the whole test and
 // checks every event as it arrives: an event id seen at a second offset is a
 // duplicate, a sequence number not following its aggregate's last is
@@ -50,7 +44,7 @@ type eventWatcher struct {
 	dups     int
 	disorder int
 	refetch  int // the same offset delivered again (not a duplicate)
-	arrivals []arrival
+	arrivals kafkatest.Progress
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -74,7 +68,7 @@ func startEventWatcher(t *testing.T, opts []kgo.Opt, topic string) *eventWatcher
 			for _, r := range recs {
 				w.see(r)
 			}
-			w.arrivals = append(w.arrivals, arrival{time.Now(), len(w.first)})
+			w.arrivals.Add(int64(len(w.first)))
 			w.mu.Unlock()
 		}
 	}()
@@ -121,76 +115,6 @@ func (w *eventWatcher) waitCount(t *testing.T, n int, timeout time.Duration) {
 	t.Helper()
 	require.Eventually(t, func() bool { return w.count() >= n }, timeout, 50*time.Millisecond,
 		"the read_committed watcher saw fewer than %d events within %s", n, timeout)
-}
-
-// longestPause is the longest time without new committed events between
-// from and to, counting from "from" itself: after a kill or bounce at from,
-// how long the output stood still.
-func (w *eventWatcher) longestPause(from, to time.Time) time.Duration {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	last, longest := from, time.Duration(0)
-	for _, a := range w.arrivals {
-		if a.at.Before(from) {
-			continue
-		}
-		if a.at.After(to) {
-			break
-		}
-		longest = max(longest, a.at.Sub(last))
-		last = a.at
-	}
-	return max(longest, to.Sub(last))
-}
-
-// disruption is one interruption of a bounce test: a broker node killed
-// (SIGKILL) or stopped (SIGTERM) and restarted a few seconds later, or the
-// stage's own process SIGKILLed.
-type disruption int
-
-const (
-	hardBounce disruption = iota
-	cleanBounce
-	processKill
-)
-
-func (d disruption) String() string {
-	return [...]string{"hard broker bounce (SIGKILL)", "clean broker bounce (SIGTERM)", "process SIGKILL"}[d]
-}
-
-// disruptions interleaves the rounds: hard bounces, process kills and clean
-// bounces in turn, so each kind meets the others' aftermath.
-func disruptions(hard, clean, kills int) []disruption {
-	n := hard + clean + kills
-	var out []disruption
-	for len(out) < n {
-		for _, c := range []struct {
-			d disruption
-			n *int
-		}{{hardBounce, &hard}, {processKill, &kills}, {cleanBounce, &clean}} {
-			if *c.n > 0 {
-				*c.n--
-				out = append(out, c.d)
-			}
-		}
-	}
-	return out
-}
-
-// bounceNode takes node down (SIGKILL when hard, else SIGTERM and wait),
-// keeps it down for down, and starts it again, waiting until it serves. It
-// returns how long the restart took.
-func bounceNode(t *testing.T, a *kafkatest.Apache, node int, hard bool, down time.Duration) time.Duration {
-	t.Helper()
-	if hard {
-		require.NoError(t, a.Kill(node), "kill node %d", node)
-	} else {
-		require.NoError(t, a.StopNode(node), "stop node %d", node)
-	}
-	time.Sleep(down)
-	start := time.Now()
-	require.NoError(t, a.StartNode(node), "restart node %d", node)
-	return time.Since(start)
 }
 
 // txnCoordinator is the node coordinating txnID, or 0 when unknown.
@@ -249,7 +173,7 @@ func relaySessions(t *testing.T, logs []string) int {
 func TestBrokerBounceRelay(t *testing.T) {
 	b, a := setupApache(t, 3)
 	total := scale(6000, 100000)
-	events := disruptions(scale(1, 3), scale(1, 3), scale(1, 3))
+	events := kafkatest.Disruptions(scale(1, 3), scale(1, 3), scale(1, 3))
 	pause := 15 * time.Millisecond // about 200 rows a second here
 	if soak() {
 		pause = 3 * time.Millisecond
@@ -268,7 +192,7 @@ func TestBrokerBounceRelay(t *testing.T) {
 	c := b.startChild(t, cc)
 	logs := []string{c.log}
 	type round struct {
-		d       disruption
+		d       kafkatest.Disruption
 		at      time.Time
 		node    int
 		restart time.Duration
@@ -282,19 +206,19 @@ func TestBrokerBounceRelay(t *testing.T) {
 		// Events still flow through the relay: the round interrupts the work.
 		require.Less(t, seen, total, "the relay finished before round %d could interrupt it: slow the writer down", i+1)
 		switch d {
-		case processKill:
+		case kafkatest.ProcessKill:
 			c.kill()
 			c = b.startChild(t, cc)
 			logs = append(logs, c.log)
-		case hardBounce, cleanBounce:
+		case kafkatest.HardBounce, kafkatest.CleanBounce:
 			r.node = txnCoordinator(b.k.Admin(), txnID)
-			if d == cleanBounce {
+			if d == kafkatest.CleanBounce {
 				r.node = partitionLeader(b.k.Admin(), b.checkpoint, 0)
 			}
 			if r.node == 0 {
 				r.node = 1 + i%a.Nodes
 			}
-			r.restart = bounceNode(t, a, r.node, d == hardBounce, 3*time.Second)
+			r.restart = kafkatest.Bounce(t, a, r.node, d == kafkatest.HardBounce, 3*time.Second)
 		}
 		what := d.String()
 		if r.node != 0 {
@@ -313,7 +237,7 @@ func TestBrokerBounceRelay(t *testing.T) {
 		if i+1 < len(rounds) {
 			to = rounds[i+1].at
 		}
-		t.Logf("round %d: %s: longest pause in committed output after it: %s", i+1, r.d, watch.longestPause(r.at, to).Round(time.Millisecond))
+		t.Logf("round %d: %s: longest pause in committed output after it: %s", i+1, r.d, watch.arrivals.LongestPause(r.at, to).Round(time.Millisecond))
 	}
 
 	n := b.verifyExactlyOnce(t, 3*time.Minute)
@@ -378,7 +302,7 @@ func TestBrokerOutageRelayKilledDuringIt(t *testing.T) {
 	<-w.done
 	written := w.stop()
 	watch.waitCount(t, int(written), 3*time.Minute)
-	resumed := watch.firstAfter(restart, after)
+	resumed := watch.arrivals.FirstAfter(restart, int64(after))
 	n := b.verifyExactlyOnce(t, 3*time.Minute)
 	require.EqualValues(t, written, n)
 	watch.stop()
@@ -391,16 +315,4 @@ func TestBrokerOutageRelayKilledDuringIt(t *testing.T) {
 		n, time.Since(start).Round(time.Millisecond), resumed.Round(time.Millisecond))
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	<-c.done
-}
-
-// firstAfter is how long after t0 the watcher first saw more than n events.
-func (w *eventWatcher) firstAfter(t0 time.Time, n int) time.Duration {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, a := range w.arrivals {
-		if a.at.After(t0) && a.total > n {
-			return a.at.Sub(t0)
-		}
-	}
-	return -1
 }

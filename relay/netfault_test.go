@@ -329,7 +329,6 @@ func (f *faultNet) armReplSilence() *replSilenceCtl {
 // faultRelay is a relay run in this process by the test, with its own
 // metrics registry to count restarted sessions.
 type faultRelay struct {
-	r    *relay.Relay
 	reg  *prometheus.Registry
 	stop func() error
 }
@@ -338,27 +337,7 @@ func startFaultRelay(t *testing.T, cfg relay.Config) *faultRelay {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
-	r, err := relay.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	var runErr error
-	fr := &faultRelay{r: r, reg: reg}
-	fr.stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case runErr = <-done:
-			case <-time.After(30 * time.Second):
-				runErr = errors.New("relay did not stop within 30s")
-			}
-		})
-		return runErr
-	}
-	t.Cleanup(func() { _ = fr.stop() })
-	return fr
+	return &faultRelay{reg: reg, stop: runRelay(t, cfg)}
 }
 
 // restarts is how many sessions ended in an error so far.
