@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -229,6 +230,7 @@ func Apply(ctx context.Context, cl *kgo.Client, p Plan) error {
 	adm := kadm.NewClient(cl)
 	alters := map[string][]kadm.AlterConfig{}
 	var order []string
+	served := map[string]int{} // topics created or grown -> partitions they must show
 	for _, c := range p.Changes {
 		switch c.Action {
 		case ActionCreate:
@@ -243,6 +245,7 @@ func Apply(ctx context.Context, cl *kgo.Client, p Plan) error {
 			if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 				return fmt.Errorf("topicspec: create %s: %w", c.Topic, err)
 			}
+			served[c.Topic] = max(1, int(c.Spec.Partitions))
 		case ActionAddPartitions:
 			n, err := strconv.Atoi(c.To)
 			if err != nil {
@@ -257,6 +260,7 @@ func Apply(ctx context.Context, cl *kgo.Client, p Plan) error {
 			if err != nil {
 				return fmt.Errorf("topicspec: add partitions to %s: %w", c.Topic, err)
 			}
+			served[c.Topic] = n
 		case ActionSetConfig:
 			if _, ok := alters[c.Topic]; !ok {
 				order = append(order, c.Topic)
@@ -278,5 +282,41 @@ func Apply(ctx context.Context, cl *kgo.Client, p Plan) error {
 			return fmt.Errorf("topicspec: set configs of %s: %w", topic, err)
 		}
 	}
-	return nil
+	return waitServed(ctx, adm, served)
+}
+
+// waitServed waits until the brokers' metadata shows every topic of want
+// with at least its partitions. A real broker answers CreateTopics and
+// CreatePartitions once the controller decided, and serves the change only
+// when its metadata catches up: without the wait, a plan made right after
+// Apply (a second `topics apply`, a stage starting) could see the old state.
+func waitServed(ctx context.Context, adm *kadm.Client, want map[string]int) error {
+	if len(want) == 0 {
+		return nil
+	}
+	topics := make([]string, 0, len(want))
+	for t := range want {
+		topics = append(topics, t)
+	}
+	for {
+		td, err := adm.ListTopics(ctx, topics...)
+		missing := ""
+		for _, t := range topics {
+			if d, ok := td[t]; err == nil && (!ok || d.Err != nil || len(d.Partitions) < want[t]) {
+				missing = t
+				break
+			}
+		}
+		if err == nil && missing == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("%s not served with %d partitions yet", missing, want[missing])
+			}
+			return fmt.Errorf("topicspec: wait for the brokers to serve the applied topics: %w (%w)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
