@@ -49,8 +49,9 @@ var (
 // negotiate API versions, all within c.CheckTimeout. It returns nil when a
 // broker answered, else an error wrapping ErrAuth, ErrTLS, ErrListener or
 // ErrUnreachable (or, for anything it cannot classify, the client's error
-// with the operation), or ctx's error when ctx ends first. Commands call it before starting a stage, because the stages'
-// clients retry every connection failure forever, a wrong password included.
+// with the operation), or ctx's error when ctx ends first. Commands call it
+// before starting a stage, because the stages' clients retry every
+// connection failure forever, a wrong password included.
 func (c Config) Check(parent context.Context) error {
 	opts, err := c.Opts()
 	if err != nil {
