@@ -15,11 +15,21 @@ import (
 // `sink`), SIGKILLed and restarted at random, and checks the audit's verdict.
 func TestDemoAuditPasses(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := run([]string{"demo", "--orders", "120", "--rate", "15", "--quiet", "--chaos", "--chaos-interval", "3s", "--timeout", "4m", "--log-dir", t.TempDir()}, &out, &errOut)
+	// The stage logs stay when the test fails, for the one who reads why.
+	logs, err := os.MkdirTemp("", "outbox-demo-test-logs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := run([]string{"demo", "--orders", "120", "--rate", "15", "--quiet", "--chaos", "--chaos-interval", "3s", "--timeout", "4m", "--log-dir", logs}, &out, &errOut)
 	t.Log(out.String())
 	if code != 0 {
-		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+		t.Fatalf("demo exited %d (stage logs kept in %s)\nstdout:\n%s\nstderr:\n%s", code, logs, out.String(), errOut.String())
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			_ = os.RemoveAll(logs)
+		}
+	})
 	for _, want := range []string{"orders accepted: 120", "0 duplicates, 0 outbox events missing", "max effects per event 1", "effecting calls carried the trace id of the order request", "PASS:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("audit lacks %q", want)
