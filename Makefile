@@ -23,8 +23,11 @@ lint:
 	go vet ./...
 	go tool staticcheck ./...
 
+# BENCHTIME is go test's -benchtime: `make bench BENCHTIME=1x` runs each benchmark once.
+BENCHTIME ?= 3s
+
 bench:           ## Go benchmarks (writer overhead, eos throughput, sink ledger)
-	go test -run '^$$' -bench . -benchtime 3s ./outbox/ ./eos/ ./sink/
+	go test -run '^$$' -bench . -benchtime $(BENCHTIME) ./outbox/ ./eos/ ./sink/
 
 soak:            ## crash, bounce and soak tests at the full scale the issues name, on Apache Kafka
 	bash scripts/ensure-kafka.sh

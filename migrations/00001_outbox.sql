@@ -158,11 +158,21 @@ SELECT count(*) FROM maintain();
 
 -- The relay streams this publication: inserts only (pruning and moves are not
 -- events), as the partitioned root table so partitions come and go unseen.
+-- CREATE PUBLICATION needs CREATE on the database. With the session setting
+-- outbox.publication = 'dba' (`outbox migrate up --publication-by-dba`) a role
+-- without it leaves the publication to the DBA, who runs the statement raised
+-- here as a NOTICE (and printed by `outbox migrate up` and `outbox doctor`).
 -- +goose StatementBegin
 DO $$
-BEGIN
-    EXECUTE format('CREATE PUBLICATION %I FOR TABLE %I.events WITH (publish = %L, publish_via_partition_root = true)',
+DECLARE
+    v_sql text := format('CREATE PUBLICATION %I FOR TABLE %I.events WITH (publish = %L, publish_via_partition_root = true)',
         current_schema() || '_events', current_schema(), 'insert');
+BEGIN
+    IF current_setting('outbox.publication', true) = 'dba' AND NOT has_database_privilege(current_database(), 'CREATE') THEN
+        RAISE NOTICE 'publication left to the DBA, who runs: %;', v_sql;
+    ELSE
+        EXECUTE v_sql;
+    END IF;
 END
 $$;
 -- +goose StatementEnd

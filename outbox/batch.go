@@ -88,7 +88,7 @@ func (b *Batch) CompleteKey(resp Response) error {
 func (b *Batch) Run(ctx context.Context, tx pgx.Tx) (Claim, error) {
 	err := tx.SendBatch(ctx, &b.b).Close()
 	if err != nil {
-		return Claim{}, fmt.Errorf("outbox: run batch: %w", err)
+		return Claim{}, fmt.Errorf("outbox: run batch: %w", dbError(err))
 	}
 	if b.key == nil {
 		return Claim{}, nil

@@ -33,7 +33,7 @@ func benchDatabase(b *testing.B) string {
 		ctx := context.Background()
 		url := os.Getenv(pgtest.EnvDatabaseURL)
 		if url == "" {
-			c, err := pgcluster.Start(ctx, pgcluster.Config{Settings: map[string]string{"fsync": "on", "full_page_writes": "on"}})
+			c, err := pgtest.Start(ctx, pgcluster.Config{Settings: map[string]string{"fsync": "on", "full_page_writes": "on"}})
 			if err != nil {
 				benchErr = err
 				return

@@ -7,7 +7,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/outboxrelay/outbox/migrations"
+	"github.com/outboxrelay/outbox/internal/pgschema"
 	"github.com/outboxrelay/outbox/sql"
 )
 
@@ -16,9 +16,12 @@ type Config struct {
 	// Schema holds the outbox tables. Defaults to "outbox".
 	Schema string
 	// MaxPayloadBytes is the largest payload accepted. Defaults to 1 MiB, Kafka's
-	// default message size limit; raise it only with the topic's max.message.bytes.
+	// default message size limit; raise it only with the topic's max.message.bytes
+	// and the database's own limit, the first argument of the events_validate
+	// trigger (docs/writer.md), which otherwise rejects the event.
 	MaxPayloadBytes int
 	// MaxHeaderBytes bounds an event's headers (keys plus values). Defaults to 64 KiB.
+	// The events_validate trigger's second argument is the database's copy.
 	MaxHeaderBytes int
 	// KeyTTL is how long an idempotency key is remembered. Defaults to 24h.
 	KeyTTL time.Duration
@@ -46,9 +49,9 @@ type Writer struct {
 // New validates cfg and returns a Writer.
 func New(cfg Config) (*Writer, error) {
 	if cfg.Schema == "" {
-		cfg.Schema = migrations.DefaultSchema
+		cfg.Schema = pgschema.Default
 	}
-	if err := migrations.ValidateSchema(cfg.Schema); err != nil {
+	if err := pgschema.Validate(cfg.Schema); err != nil {
 		return nil, fmt.Errorf("outbox: config: %w", err)
 	}
 	if cfg.MaxPayloadBytes == 0 {

@@ -3,10 +3,19 @@ package outbox
 import (
 	"errors"
 	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Validation sentinels. Write returns a *ValidationError that wraps one of
 // them; test with errors.Is. Nothing is written when any event is invalid.
+//
+// The database checks every inserted event by the same rules (the
+// events_validate trigger of migration 00003, which also guards writers in
+// other languages). When it rejects an event that passed here, because its
+// limits are lower than Config's, Write and Batch.Run return an error that
+// wraps both the same sentinel and the *pgconn.PgError (SQLSTATE OB001 to
+// OB009, listed in docs/writer.md), and the transaction is aborted.
 var (
 	// ErrMissingAggregateType is returned for an event without an aggregate type.
 	ErrMissingAggregateType = errors.New("aggregate type is required")
@@ -17,8 +26,8 @@ var (
 	ErrMissingEventType = errors.New("event type is required")
 	// ErrPayloadTooLarge is returned for a payload over Config.MaxPayloadBytes.
 	ErrPayloadTooLarge = errors.New("payload too large")
-	// ErrInvalidJSON is returned for a payload that is not valid JSON while the
-	// content type says JSON.
+	// ErrInvalidJSON is returned for a payload that is not valid UTF-8 JSON text
+	// while the content type says JSON (application/json or any +json type).
 	ErrInvalidJSON = errors.New("payload is not valid JSON")
 	// ErrHeadersTooLarge is returned when an event's headers exceed Config.MaxHeaderBytes.
 	ErrHeadersTooLarge = errors.New("headers too large")
@@ -70,3 +79,30 @@ func (e *ValidationError) Error() string {
 
 // Unwrap returns the sentinel.
 func (e *ValidationError) Unwrap() error { return e.Err }
+
+// sqlStateErrors maps the SQLSTATEs the events_validate trigger raises to the
+// sentinel of the same rule. OB010 (headers not an object of strings) has none:
+// the Go types cannot express it.
+var sqlStateErrors = map[string]error{
+	"OB001": ErrInvalidEventID,
+	"OB002": ErrMissingAggregateType,
+	"OB003": ErrMissingAggregateID,
+	"OB004": ErrMissingEventType,
+	"OB005": ErrPayloadTooLarge,
+	"OB006": ErrInvalidJSON,
+	"OB007": ErrHeadersTooLarge,
+	"OB008": ErrInvalidTopic,
+	"OB009": ErrInvalidKind,
+}
+
+// dbError makes an event the database rejected answer errors.Is with the
+// sentinel the Go check uses for the same rule.
+func dbError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if sentinel, ok := sqlStateErrors[pgErr.Code]; ok {
+			return fmt.Errorf("%w: %w", sentinel, err)
+		}
+	}
+	return err
+}

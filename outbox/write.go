@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"mime"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -126,13 +126,13 @@ func (w *Writer) write(ctx context.Context, db sql.DBTX, events []Event, ids *[]
 			OccurredAt: p.OccurredAts[0],
 		})
 		if err != nil {
-			return fmt.Errorf("outbox: insert event: %w", err)
+			return fmt.Errorf("outbox: insert event: %w", dbError(err))
 		}
 		*ids = p.EventIds
 		return nil
 	}
 	if err := w.q.InsertEvents(ctx, w.db(db), p); err != nil {
-		return fmt.Errorf("outbox: insert %d events: %w", len(events), err)
+		return fmt.Errorf("outbox: insert %d events: %w", len(events), dbError(err))
 	}
 	*ids = p.EventIds
 	return nil
@@ -169,19 +169,19 @@ func (w *Writer) validate(i int, e *Event) error {
 	if len(e.Payload) > w.cfg.MaxPayloadBytes {
 		return verr("Payload", ErrPayloadTooLarge, fmt.Sprintf("%d bytes, limit %d", len(e.Payload), w.cfg.MaxPayloadBytes))
 	}
-	if isJSON(orDefault(e.ContentType, envelope.ContentTypeJSON)) && !json.Valid(e.Payload) {
+	if isJSON(orDefault(e.ContentType, envelope.ContentTypeJSON)) && !(utf8.Valid(e.Payload) && json.Valid(e.Payload)) {
 		return verr("Payload", ErrInvalidJSON, "content type "+orDefault(e.ContentType, envelope.ContentTypeJSON))
 	}
 	return nil
 }
 
 // isJSON reports whether a content type is JSON: application/json or any
-// structured-syntax +json type (application/cloudevents+json).
+// structured-syntax +json type (application/cloudevents+json), in any case,
+// whatever its parameters. The events_validate trigger of migration 00003
+// reads content types by the same rule, so both paths validate the same rows.
 func isJSON(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return false
-	}
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 

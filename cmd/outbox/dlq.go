@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
@@ -21,22 +22,10 @@ import (
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 )
 
-const dlqUsage = "outbox dlq list|show|replay --topic DLQ [filters]; see `outbox dlq list -h`"
-
-// runDLQ is `outbox dlq list|show|replay`.
-func runDLQ(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: %s", errUsage, dlqUsage)
-	}
-	switch args[0] {
-	case "list":
-		return runDLQList(ctx, e, args[1:])
-	case "show":
-		return runDLQShow(ctx, e, args[1:])
-	case "replay":
-		return runDLQReplay(ctx, e, args[1:])
-	}
-	return fmt.Errorf("%w: unknown dlq command %q: %s", errUsage, args[0], dlqUsage)
+// dlqCmd is `outbox dlq list|show|replay`.
+func dlqCmd(e *env) *cobra.Command {
+	return groupCmd(e, "dlq", "read and replay dead-letter topics: list | show | replay",
+		dlqListCmd(e), dlqShowCmd(e), dlqReplayCmd(e))
 }
 
 // dlqFlags are the flags list, show and replay share.
@@ -47,10 +36,10 @@ type dlqFlags struct {
 	since, until             string
 }
 
-func registerDLQFlags(fs *flag.FlagSet, withFilters bool) *dlqFlags {
+func registerDLQFlags(fs *pflag.FlagSet, withFilters bool) *dlqFlags {
 	f := &dlqFlags{}
 	f.kc.Register(fs)
-	fs.StringVar(&f.topic, "topic", envOr("OUTBOX_DLQ_TOPIC", ""), "dead-letter topic (env OUTBOX_DLQ_TOPIC)")
+	fs.StringVar(&f.topic, "topic", "", "dead-letter topic")
 	if withFilters {
 		fs.StringVar(&f.origin, "origin-topic", "", "only dead letters from this topic")
 		fs.StringVar(&f.errText, "error", "", "only dead letters whose error class or message contains this text (case-insensitive)")
@@ -112,85 +101,89 @@ func parseWhen(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%w: time %q: want RFC 3339 (2026-01-02T15:04:05Z) or a duration ago (2h)", errUsage, s)
 }
 
-func runDLQList(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "dlq list")
+func dlqListCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "list", Short: "list dead letters, with filters", Args: noArgs}
+	fs := c.Flags()
 	f := registerDLQFlags(fs, true)
 	limit := fs.Int("limit", 0, "stop after this many dead letters (0: all)")
 	asJSON := fs.Bool("json", false, "print one JSON object per dead letter")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	opts, err := f.opts(ctx)
-	if err != nil {
-		return err
-	}
-	flt, err := f.filter()
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	if !*asJSON {
-		fmt.Fprintln(tw, "POSITION\tDEAD_LETTERED\tORIGIN\tKEY\tEVENT_ID\tREPLAYS\tSTAGE\tERROR")
-	}
-	n := 0
-	errStop := errors.New("limit reached")
-	err = deadletter.List(ctx, opts, f.topic, flt, func(l deadletter.Letter) error {
-		if *limit > 0 && n >= *limit {
-			return errStop
+	c.RunE = func(c *cobra.Command, args []string) error {
+		ctx := c.Context()
+		opts, err := f.opts(ctx)
+		if err != nil {
+			return err
 		}
-		n++
-		if *asJSON {
-			return json.NewEncoder(e.stdout).Encode(letterJSON(l))
+		flt, err := f.filter()
+		if err != nil {
+			return err
 		}
-		d := l.DeadLetter
-		fmt.Fprintf(tw, "%s\t%s\t%s/%d@%d\t%s\t%s\t%d\t%s\t%s\n", l.Position(), l.At().UTC().Format(time.RFC3339),
-			d.OriginTopic, d.OriginPartition, d.OriginOffset, l.Record.Key, l.EventID, l.ReplayCount, d.Stage,
-			truncate(oneLine(d.ErrorClass+": "+d.ErrorMessage), 80))
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		if !*asJSON {
+			fmt.Fprintln(tw, "POSITION\tDEAD_LETTERED\tORIGIN\tKEY\tEVENT_ID\tREPLAYS\tSTAGE\tERROR")
+		}
+		n := 0
+		errStop := errors.New("limit reached")
+		err = deadletter.List(ctx, opts, f.topic, flt, func(l deadletter.Letter) error {
+			if *limit > 0 && n >= *limit {
+				return errStop
+			}
+			n++
+			if *asJSON {
+				return json.NewEncoder(e.stdout).Encode(letterJSON(l))
+			}
+			d := l.DeadLetter
+			fmt.Fprintf(tw, "%s\t%s\t%s/%d@%d\t%s\t%s\t%d\t%s\t%s\n", l.Position(), l.At().UTC().Format(time.RFC3339),
+				d.OriginTopic, d.OriginPartition, d.OriginOffset, l.Record.Key, l.EventID, l.ReplayCount, d.Stage,
+				truncate(oneLine(d.ErrorClass+": "+d.ErrorMessage), 80))
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return err
+		}
+		if !*asJSON {
+			if err := tw.Flush(); err != nil {
+				return fmt.Errorf("dlq: write: %w", err)
+			}
+			fmt.Fprintf(e.stderr, "%d dead letter(s)\n", n)
+		}
 		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
-		return err
 	}
-	if !*asJSON {
-		if err := tw.Flush(); err != nil {
-			return fmt.Errorf("dlq: write: %w", err)
-		}
-		fmt.Fprintf(e.stderr, "%d dead letter(s)\n", n)
-	}
-	return nil
+	return c
 }
 
-func runDLQShow(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "dlq show")
+func dlqShowCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "show PARTITION:OFFSET", Short: "show one dead letter with every header decoded", Args: cobra.ArbitraryArgs}
+	fs := c.Flags()
 	f := registerDLQFlags(fs, false)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: outbox dlq show --topic DLQ PARTITION:OFFSET", errUsage)
-	}
-	pos, err := deadletter.ParsePosition(fs.Arg(0))
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	opts, err := f.opts(ctx)
-	if err != nil {
-		return err
-	}
-	l, err := deadletter.Get(ctx, opts, f.topic, pos)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(letterJSON(l)); err != nil {
-			return fmt.Errorf("dlq: write: %w", err)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		ctx := c.Context()
+		if len(args) != 1 {
+			return fmt.Errorf("%w: outbox dlq show PARTITION:OFFSET --topic DLQ", errUsage)
 		}
-		return nil
+		pos, err := deadletter.ParsePosition(args[0])
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		opts, err := f.opts(ctx)
+		if err != nil {
+			return err
+		}
+		l, err := deadletter.Get(ctx, opts, f.topic, pos)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(letterJSON(l)); err != nil {
+				return fmt.Errorf("dlq: write: %w", err)
+			}
+			return nil
+		}
+		return writeLetter(e.stdout, f.topic, l)
 	}
-	return writeLetter(e.stdout, f.topic, l)
+	return c
 }
 
 // writeLetter prints one dead letter with every header decoded.
@@ -274,8 +267,9 @@ func letterJSON(l deadletter.Letter) any {
 	}{l.Record.Partition, l.Record.Offset, l.Record.Timestamp.UTC(), printable(l.Record.Key), l.EventID, l.ReplayCount, dl, hs, value}
 }
 
-func runDLQReplay(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "dlq replay")
+func dlqReplayCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "replay", Short: "replay dead letters to their origin (or a retry tier) exactly once, with a dry run", Args: noArgs}
+	fs := c.Flags()
 	f := registerDLQFlags(fs, true)
 	to := fs.String("to", "", "replay into this retry tier topic instead of each record's origin topic")
 	maxReplays := fs.Int("max-replays", 3, "a record replayed this many times goes to the quarantine topic instead")
@@ -284,41 +278,42 @@ func runDLQReplay(ctx context.Context, e *env, args []string) error {
 	batch := fs.Int("batch-size", 100, "records per Kafka transaction")
 	limit := fs.Int("limit", 0, "replay at most this many records (0: all selected)")
 	dryRun := fs.Bool("dry-run", false, "print what would be replayed, change nothing")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	opts, err := f.opts(ctx)
-	if err != nil {
-		return err
-	}
-	flt, err := f.filter()
-	if err != nil {
-		return err
-	}
-	cfg := deadletter.ReplayConfig{Topic: f.topic, Filter: flt, To: *to, MaxReplays: *maxReplays,
-		QuarantineTopic: *quarantine, LedgerTopic: *ledger, BatchSize: *batch, Limit: *limit, DryRun: *dryRun, Logger: e.logger}
-	bar := newProgressBar(e.stderr)
-	if !*dryRun {
-		cfg.Progress = bar.update
-	}
-	res, err := deadletter.Replay(ctx, opts, cfg)
-	bar.finish()
-	if *dryRun || err == nil {
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "POSITION\tKEY\tEVENT_ID\tREPLAYS\tACTION\tTO")
-		for _, o := range res.Outcomes {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", o.Letter.Position(), printable(o.Letter.Record.Key), o.Letter.EventID, o.Letter.ReplayCount, o.Action, o.To)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		ctx := c.Context()
+		opts, err := f.opts(ctx)
+		if err != nil {
+			return err
 		}
-		if werr := tw.Flush(); werr != nil {
-			return fmt.Errorf("dlq: write: %w", werr)
+		flt, err := f.filter()
+		if err != nil {
+			return err
 		}
+		cfg := deadletter.ReplayConfig{Topic: f.topic, Filter: flt, To: *to, MaxReplays: *maxReplays,
+			QuarantineTopic: *quarantine, LedgerTopic: *ledger, BatchSize: *batch, Limit: *limit, DryRun: *dryRun, Logger: e.logger}
+		bar := newProgressBar(e.stderr)
+		if !*dryRun {
+			cfg.Progress = bar.update
+		}
+		res, err := deadletter.Replay(ctx, opts, cfg)
+		bar.finish()
+		if *dryRun || err == nil {
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "POSITION\tKEY\tEVENT_ID\tREPLAYS\tACTION\tTO")
+			for _, o := range res.Outcomes {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", o.Letter.Position(), printable(o.Letter.Record.Key), o.Letter.EventID, o.Letter.ReplayCount, o.Action, o.To)
+			}
+			if werr := tw.Flush(); werr != nil {
+				return fmt.Errorf("dlq: write: %w", werr)
+			}
+		}
+		verb := "replayed"
+		if *dryRun {
+			verb = "would replay"
+		}
+		fmt.Fprintf(e.stdout, "%s %d, quarantined %d, already replayed %d, no destination %d\n", verb, res.Replayed, res.Quarantined, res.AlreadyReplayed, res.NoDestination)
+		return err
 	}
-	verb := "replayed"
-	if *dryRun {
-		verb = "would replay"
-	}
-	fmt.Fprintf(e.stdout, "%s %d, quarantined %d, already replayed %d, no destination %d\n", verb, res.Replayed, res.Quarantined, res.AlreadyReplayed, res.NoDestination)
-	return err
+	return c
 }
 
 // progressBar draws replay progress on stderr when stderr is a terminal.

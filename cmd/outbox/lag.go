@@ -1,13 +1,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/lagcheck"
@@ -20,13 +21,14 @@ const exitLagAlert = 3
 // runLag is `outbox lag`: consumer lag per group and partition, in records and
 // seconds, with Burrow statuses; exit 3 on an alert; --watch and --metrics-addr
 // keep sampling and serve the figures as gauges.
-func runLag(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "lag")
+func lagCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "lag", Short: "consumer lag per group and partition, in records and seconds", Args: noArgs}
+	fs := c.Flags()
 	var kc kafkaconn.Config
 	kc.Register(fs)
-	groups := splitList(envOr("OUTBOX_LAG_GROUPS", ""))
+	groups := splitList("")
 	fromEnv := true
-	fs.Func("group", "consumer group to check; repeat or comma separate (env OUTBOX_LAG_GROUPS); default all groups", func(s string) error {
+	fs.Func("group", "consumer group to check; repeat or comma separate; default all groups", func(s string) error {
 		if fromEnv {
 			groups, fromEnv = nil, false
 		}
@@ -36,105 +38,106 @@ func runLag(ctx context.Context, e *env, args []string) error {
 	window := fs.Int("window", 3, "samples per partition that the status judges (Burrow's window); 1 gives an instant snapshot")
 	interval := fs.Duration("interval", 5*time.Second, "time between samples")
 	watch := fs.Bool("watch", false, "keep sampling and printing every --interval until interrupted")
-	metricsAddr := fs.String("metrics-addr", envOr("OUTBOX_METRICS_ADDR", ""), "serve the figures on /metrics at this address (implies --watch) (env OUTBOX_METRICS_ADDR)")
+	metricsAddr := fs.String("metrics-addr", "", "serve the figures on /metrics at this address (implies --watch)")
 	maxRecords := fs.Int64("max-lag-records", 0, "alert when a group's lag exceeds this many records (0: off)")
 	maxAge := fs.Duration("max-lag-seconds", 0, "alert when a group's oldest unconsumed record is older than this, e.g. 5m (0: off)")
 	failOn := fs.String("fail-on", "ERR", "alert on a group status at or above WARN or ERR; none to alert on thresholds only")
 	probe := fs.Duration("probe-timeout", 2*time.Second, "how long to look for the oldest unconsumed record of a lagging partition")
 	asJSON := fs.Bool("json", false, "print reports as JSON lines")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	severity := map[string]int{"WARN": 1, "ERR": 2, "NONE": 99}[strings.ToUpper(*failOn)]
-	if severity == 0 {
-		return fmt.Errorf("%w: --fail-on is WARN, ERR or none", errUsage)
-	}
-	if *window < 1 || *interval <= 0 {
-		return fmt.Errorf("%w: --window must be at least 1 and --interval positive", errUsage)
-	}
-	opts, err := kc.Opts()
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	// A one-shot lag fails at once on any connection problem; a watching
-	// one, like a stage, waits out an outage at start.
-	if *watch || *metricsAddr != "" {
-		err = kc.Wait(ctx, e.logger)
-	} else {
-		err = kc.Check(ctx)
-	}
-	if err != nil {
-		return err
-	}
-	checker, err := lagcheck.New(lagcheck.Config{Groups: groups, Window: *window, ProbeTimeout: *probe}, opts...)
-	if err != nil {
-		return err
-	}
-	defer checker.Close()
-	show := func(r lagcheck.Report) error {
-		if *asJSON {
-			return writeLagJSON(e.stdout, r)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		ctx := c.Context()
+		severity := map[string]int{"WARN": 1, "ERR": 2, "NONE": 99}[strings.ToUpper(*failOn)]
+		if severity == 0 {
+			return fmt.Errorf("%w: --fail-on is WARN, ERR or none", errUsage)
 		}
-		return writeLagTable(e.stdout, r)
-	}
+		if *window < 1 || *interval <= 0 {
+			return fmt.Errorf("%w: --window must be at least 1 and --interval positive", errUsage)
+		}
+		opts, err := kc.Opts()
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		// A one-shot lag fails at once on any connection problem; a watching
+		// one, like a stage, waits out an outage at start.
+		if *watch || *metricsAddr != "" {
+			err = kc.Wait(ctx, e.logger)
+		} else {
+			err = kc.Check(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		checker, err := lagcheck.New(lagcheck.Config{Groups: groups, Window: *window, ProbeTimeout: *probe}, opts...)
+		if err != nil {
+			return err
+		}
+		defer checker.Close()
+		show := func(r lagcheck.Report) error {
+			if *asJSON {
+				return writeLagJSON(e.stdout, r)
+			}
+			return writeLagTable(e.stdout, r)
+		}
 
-	if *watch || *metricsAddr != "" {
-		reg := opsserver.NewRegistry()
-		metrics, err := lagcheck.NewMetrics(reg)
-		if err != nil {
-			return err
-		}
-		stopOps, err := serveOps(e, *metricsAddr, reg, nil)
-		if err != nil {
-			return err
-		}
-		defer stopOps()
-		t := time.NewTicker(*interval)
-		defer t.Stop()
-		for {
-			r, err := checker.Sample(ctx)
+		if *watch || *metricsAddr != "" {
+			reg := opsserver.NewRegistry()
+			metrics, err := lagcheck.NewMetrics(reg)
 			if err != nil {
-				if ctx.Err() != nil {
+				return err
+			}
+			stopOps, err := serveOps(e, *metricsAddr, reg, nil)
+			if err != nil {
+				return err
+			}
+			defer stopOps()
+			t := time.NewTicker(*interval)
+			defer t.Stop()
+			for {
+				r, err := checker.Sample(ctx)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					e.logger.ErrorContext(ctx, "lag: sample failed", "err", err)
+				} else {
+					metrics.Observe(r)
+					if err := show(r); err != nil {
+						return err
+					}
+					if msg := lagAlert(r, severity, *maxRecords, *maxAge); msg != "" {
+						e.logger.WarnContext(ctx, "lag: alert", "reason", msg)
+					}
+				}
+				select {
+				case <-ctx.Done():
 					return nil
+				case <-t.C:
 				}
-				e.logger.ErrorContext(ctx, "lag: sample failed", "err", err)
-			} else {
-				metrics.Observe(r)
-				if err := show(r); err != nil {
-					return err
-				}
-				if msg := lagAlert(r, severity, *maxRecords, *maxAge); msg != "" {
-					e.logger.WarnContext(ctx, "lag: alert", "reason", msg)
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
 			}
 		}
-	}
 
-	var r lagcheck.Report
-	for i := range *window {
-		if i > 0 {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("lag: %w", ctx.Err())
-			case <-time.After(*interval):
+		var r lagcheck.Report
+		for i := range *window {
+			if i > 0 {
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("lag: %w", ctx.Err())
+				case <-time.After(*interval):
+				}
+			}
+			if r, err = checker.Sample(ctx); err != nil {
+				return err
 			}
 		}
-		if r, err = checker.Sample(ctx); err != nil {
+		if err := show(r); err != nil {
 			return err
 		}
+		if msg := lagAlert(r, severity, *maxRecords, *maxAge); msg != "" {
+			return exitError{code: exitLagAlert, msg: msg}
+		}
+		return nil
 	}
-	if err := show(r); err != nil {
-		return err
-	}
-	if msg := lagAlert(r, severity, *maxRecords, *maxAge); msg != "" {
-		return exitError{code: exitLagAlert, msg: msg}
-	}
-	return nil
+	return c
 }
 
 // lagAlert returns why the report breaches the alert settings, or "".

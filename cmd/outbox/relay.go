@@ -1,37 +1,40 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"runtime/pprof"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/opsserver"
+	"github.com/outboxrelay/outbox/internal/pgconnect"
 	"github.com/outboxrelay/outbox/relay"
 )
 
-// runRelay parses `outbox relay` flags into a relay.Config and runs the relay
-// until SIGTERM/SIGINT, which finishes or aborts the open Kafka transaction and
-// confirms only what committed.
-func runRelay(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "relay")
+// relayCmd is `outbox relay`: its flags make a relay.Config, and the relay
+// runs until SIGTERM/SIGINT, which finishes or aborts the open Kafka
+// transaction and confirms only what committed.
+func relayCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "relay", Short: "stream the outbox from Postgres into Kafka, exactly once", Args: noArgs}
+	fs := c.Flags()
 	dbURL := databaseURLFlag(fs)
 	schema := schemaFlag(fs)
 	var kc kafkaconn.Config
 	kc.Register(fs)
 	var (
-		slot         = fs.String("slot", envOr("OUTBOX_SLOT", ""), "replication slot; defaults to SCHEMA_relay (env OUTBOX_SLOT)")
-		publication  = fs.String("publication", envOr("OUTBOX_PUBLICATION", ""), "publication to stream; defaults to SCHEMA_events (env OUTBOX_PUBLICATION)")
-		noCreate     = fs.Bool("no-create", envOr("OUTBOX_RELAY_NO_CREATE", "") == "true", "fail instead of creating a missing slot or publication (env OUTBOX_RELAY_NO_CREATE=true)")
-		noStandby    = fs.Bool("no-standby", envOr("OUTBOX_RELAY_NO_STANDBY", "") == "true", "exit when another relay holds the slot instead of waiting as a hot standby (env OUTBOX_RELAY_NO_STANDBY=true)")
+		slot         = fs.String("slot", "", "replication slot; defaults to SCHEMA_relay")
+		publication  = fs.String("publication", "", "publication to stream; defaults to SCHEMA_events")
+		noCreate     = fs.Bool("no-create", false, "fail instead of creating a missing slot or publication")
+		noStandby    = fs.Bool("no-standby", false, "exit when another relay holds the slot instead of waiting as a hot standby")
 		acceptSlot   = fs.Bool("accept-slot-position", false, "continue although the slot's position does not match the Kafka checkpoint (events may have been skipped)")
-		txnID        = fs.String("transactional-id", envOr("OUTBOX_RELAY_TRANSACTIONAL_ID", ""), "Kafka transactional id, stable per slot; defaults to outbox-relay-SLOT (env OUTBOX_RELAY_TRANSACTIONAL_ID)")
-		ckptTopic    = fs.String("checkpoint-topic", envOr("OUTBOX_RELAY_CHECKPOINT_TOPIC", "outbox.relay.checkpoints"), "compacted topic for LSN checkpoints (env OUTBOX_RELAY_CHECKPOINT_TOPIC)")
-		topicTmpl    = fs.String("topic-template", envOr("OUTBOX_TOPIC_TEMPLATE", "outbox.{aggregate_type}"), "topic for event rows with no topic; {aggregate_type} {event_type} {kind} (env OUTBOX_TOPIC_TEMPLATE)")
-		recordTmpl   = fs.String("record-topic-template", envOr("OUTBOX_RECORD_TOPIC_TEMPLATE", "outbox.{aggregate_type}.records"), "compacted topic for record rows with no topic (env OUTBOX_RECORD_TOPIC_TEMPLATE)")
+		txnID        = fs.String("transactional-id", "", "Kafka transactional id, stable per slot; defaults to outbox-relay-SLOT")
+		ckptTopic    = fs.String("checkpoint-topic", "outbox.relay.checkpoints", "compacted topic for LSN checkpoints")
+		topicTmpl    = fs.String("topic-template", "outbox.{aggregate_type}", "topic for event rows with no topic; {aggregate_type} {event_type} {kind}")
+		recordTmpl   = fs.String("record-topic-template", "outbox.{aggregate_type}.records", "compacted topic for record rows with no topic")
 		createTopics = fs.Bool("create-topics", false, "create missing routed topics (records compacted, events delete); on by default with --embedded-kafka")
 		maxEvents    = fs.Int("max-batch-events", 5000, "close a Kafka transaction at this many events (at a Postgres transaction boundary)")
 		maxBytes     = fs.Int("max-batch-bytes", 4<<20, "close a Kafka transaction at this many payload bytes (at a Postgres transaction boundary)")
@@ -43,95 +46,103 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		shutdown     = fs.Duration("shutdown-timeout", 10*time.Second, "bound on finishing the open Kafka transaction at shutdown")
 		pgTimeout    = fs.Duration("postgres-timeout", 60*time.Second, "restart from the slot when Postgres does not answer (connect, a query, a silent replication stream) for this long; not below the server's wal_sender_timeout")
 		embedded     = fs.Bool("embedded-kafka", false, "run on an in-process kfake cluster (for trying it without a broker; data is lost on exit)")
-		cpuProfile   = fs.String("cpuprofile", "", "write a CPU profile of the run to this file (for `outbox bench relay`)")
-		memProfile   = fs.String("memprofile", "", "write a heap profile to this file at exit (for `outbox bench relay`)")
-		metricsAddr  = fs.String("metrics-addr", envOr("OUTBOX_METRICS_ADDR", ""), "serve /metrics /healthz /readyz on this address, e.g. :9090 (env OUTBOX_METRICS_ADDR)")
+		cpuProfile   = fs.String("cpuprofile", "", "write a CPU profile of the run to this file (for outbox bench relay)")
+		memProfile   = fs.String("memprofile", "", "write a heap profile to this file at exit (for outbox bench relay)")
+		metricsAddr  = metricsAddrFlag(fs)
+		check        = checkFlag(fs)
 	)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	if err := requireDatabaseURL(*dbURL); err != nil {
-		return err
-	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
+	c.RunE = func(c *cobra.Command, args []string) error {
+		ctx := c.Context()
+		if err := requireDatabaseURL(*dbURL); err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if *memProfile != "" {
-		defer func() {
-			if f, err := os.Create(*memProfile); err == nil {
-				_ = pprof.Lookup("allocs").WriteTo(f, 0)
-				_ = f.Close()
+		if *cpuProfile != "" {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	if *embedded {
-		stopKafka, err := startEmbeddedKafka(ctx, e, &kc, "relay")
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		if *memProfile != "" {
+			defer func() {
+				if f, err := os.Create(*memProfile); err == nil {
+					_ = pprof.Lookup("allocs").WriteTo(f, 0)
+					_ = f.Close()
+				}
+			}()
+		}
+		if *embedded && *check {
+			kc.Brokers = []string{"embedded"}
+		} else if *embedded {
+			stopKafka, err := startEmbeddedKafka(ctx, e, &kc, "relay")
+			if err != nil {
+				return err
+			}
+			defer stopKafka()
+			*createTopics = true
+		}
+		kopts, err := kc.Opts()
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		reg := opsserver.NewRegistry()
+		r, err := relay.New(relay.Config{
+			DatabaseURL:         *dbURL,
+			Schema:              *schema,
+			Publication:         *publication,
+			Slot:                *slot,
+			NoCreate:            *noCreate,
+			NoStandby:           *noStandby,
+			AcceptSlotPosition:  *acceptSlot,
+			KafkaOpts:           kopts,
+			TransactionalID:     *txnID,
+			TransactionTimeout:  *txnTimeout,
+			CheckpointTopic:     *ckptTopic,
+			TopicTemplate:       *topicTmpl,
+			RecordTopicTemplate: *recordTmpl,
+			CreateTopics:        *createTopics,
+			MaxBatchEvents:      *maxEvents,
+			MaxBatchBytes:       *maxBytes,
+			Linger:              *linger,
+			SplitEvents:         *splitEvents,
+			SplitBytes:          *splitBytes,
+			HeartbeatInterval:   *heartbeat,
+			PostgresTimeout:     *pgTimeout,
+			ShutdownTimeout:     *shutdown,
+			Logger:              e.logger,
+			Registerer:          reg,
+		})
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if *check {
+			return printEffective(e.stdout, c, e.sources)
+		}
+		if err := checkPostgres(ctx, *dbURL, pgconnect.Replication()); err != nil {
+			return err
+		}
+		stopped := e.starting(ctx, c, "database", pgconnect.Redact(*dbURL), "schema", *schema)
+		stopOps, err := serveOps(e, *metricsAddr, reg, r.Ready)
 		if err != nil {
 			return err
 		}
-		defer stopKafka()
-		*createTopics = true
+		defer stopOps()
+		// The stage's own clients retry every Kafka error forever; a setting
+		// that can never work (password, certificate) must end the start
+		// instead, while an outage is waited out (kafkaconn.Wait).
+		if err := kc.Wait(ctx, e.logger); err != nil {
+			return err
+		}
+		err = r.Run(ctx)
+		if errors.Is(err, relay.ErrWALLost) || errors.Is(err, relay.ErrSlotMoved) {
+			// Loud on purpose: these need an operator.
+			e.logger.ErrorContext(ctx, "relay: OPERATOR ACTION NEEDED", "error", err)
+		}
+		return stopped(ctx, err)
 	}
-	kopts, err := kc.Opts()
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	reg := opsserver.NewRegistry()
-	r, err := relay.New(relay.Config{
-		DatabaseURL:         *dbURL,
-		Schema:              *schema,
-		Publication:         *publication,
-		Slot:                *slot,
-		NoCreate:            *noCreate,
-		NoStandby:           *noStandby,
-		AcceptSlotPosition:  *acceptSlot,
-		KafkaOpts:           kopts,
-		TransactionalID:     *txnID,
-		TransactionTimeout:  *txnTimeout,
-		CheckpointTopic:     *ckptTopic,
-		TopicTemplate:       *topicTmpl,
-		RecordTopicTemplate: *recordTmpl,
-		CreateTopics:        *createTopics,
-		MaxBatchEvents:      *maxEvents,
-		MaxBatchBytes:       *maxBytes,
-		Linger:              *linger,
-		SplitEvents:         *splitEvents,
-		SplitBytes:          *splitBytes,
-		HeartbeatInterval:   *heartbeat,
-		PostgresTimeout:     *pgTimeout,
-		ShutdownTimeout:     *shutdown,
-		Logger:              e.logger,
-		Registerer:          reg,
-	})
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	stopOps, err := serveOps(e, *metricsAddr, reg, r.Ready)
-	if err != nil {
-		return err
-	}
-	defer stopOps()
-	// The stage's own clients retry every Kafka error forever; a setting
-	// that can never work (password, certificate) must end the start
-	// instead, while an outage is waited out (kafkaconn.Wait).
-	if err := kc.Wait(ctx, e.logger); err != nil {
-		return err
-	}
-	err = r.Run(ctx)
-	if errors.Is(err, relay.ErrWALLost) || errors.Is(err, relay.ErrSlotMoved) {
-		// Loud on purpose: these need an operator.
-		e.logger.ErrorContext(ctx, "relay: OPERATOR ACTION NEEDED", "error", err)
-	}
-	return err
+	return c
 }

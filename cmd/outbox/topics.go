@@ -5,28 +5,31 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/topicspec"
 )
 
-// runTopics is `outbox topics apply -f topics.yaml [--dry-run]`: print the
+// topicsCmd is `outbox topics apply -f topics.yaml [--dry-run]`: print the
 // diff between the file and the cluster, then apply it.
-func runTopics(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 || args[0] != "apply" {
-		return fmt.Errorf("%w: outbox topics apply -f topics.yaml [--dry-run]", errUsage)
-	}
-	fs := newFlagSet(e, "topics apply")
+func topicsCmd(e *env) *cobra.Command {
+	apply := &cobra.Command{Use: "apply", Short: "create or update topics from a file, after printing the plan", Args: noArgs}
+	fs := apply.Flags()
 	var kc kafkaconn.Config
 	kc.Register(fs)
-	file := fs.String("f", envOr("OUTBOX_TOPICS_FILE", "deploy/topics.yaml"), "topics file (env OUTBOX_TOPICS_FILE)")
+	file := fs.StringP("file", "f", "deploy/topics.yaml", "topics file")
 	dryRun := fs.Bool("dry-run", false, "print the changes without making them")
 	rf := fs.Int("replication-factor", 0, "override every topic's replication factor (e.g. 1 on a single-broker dev cluster); 0 keeps the file's")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
+	apply.RunE = func(c *cobra.Command, _ []string) error {
+		return runTopicsApply(c.Context(), e, kc, *file, *dryRun, *rf)
 	}
-	f, err := topicspec.Load(*file)
+	return groupCmd(e, "topics", "create or update topics from a file: apply -f topics.yaml [--dry-run]", apply)
+}
+
+func runTopicsApply(ctx context.Context, e *env, kc kafkaconn.Config, file string, dryRun bool, rf int) error {
+	f, err := topicspec.Load(file)
 	if err != nil {
 		return err
 	}
@@ -34,13 +37,13 @@ func runTopics(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *rf != 0 {
+	if rf != 0 {
 		for i := range specs {
-			specs[i].ReplicationFactor = int16(*rf)
+			specs[i].ReplicationFactor = int16(rf)
 			// min.insync.replicas above the replica count would reject every
 			// acks=all write (and transactional producers use acks=all).
-			if m, err := strconv.Atoi(specs[i].Configs["min.insync.replicas"]); err == nil && *rf > 0 && m > *rf {
-				specs[i].Configs["min.insync.replicas"] = strconv.Itoa(*rf)
+			if m, err := strconv.Atoi(specs[i].Configs["min.insync.replicas"]); err == nil && rf > 0 && m > rf {
+				specs[i].Configs["min.insync.replicas"] = strconv.Itoa(rf)
 			}
 		}
 	}
@@ -64,7 +67,7 @@ func runTopics(ctx context.Context, e *env, args []string) error {
 	if err := plan.Write(e.stdout); err != nil {
 		return err
 	}
-	if *dryRun || plan.Pending() == 0 {
+	if dryRun || plan.Pending() == 0 {
 		return nil
 	}
 	if err := topicspec.Apply(ctx, cl, plan); err != nil {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
@@ -29,6 +30,24 @@ const HeaderReplayedFrom = "outbox.dlt.replayed_from"
 
 // ErrNotFound is returned by Get when no committed record sits at the position.
 var ErrNotFound = errors.New("deadletter: no such record")
+
+// ErrTopicNotFound is returned by Read, List, Get and Replay when the
+// dead-letter topic does not exist: no dead letters were ever written (the
+// stages create nothing), or a wrong topic name. The error names the topic
+// and also matches kerr.UnknownTopicOrPartition. Replay returns it only for
+// ReplayConfig.Topic; a missing ledger topic is an error of its own.
+var ErrTopicNotFound = errors.New("deadletter: topic does not exist")
+
+// topicNotFoundError is ErrTopicNotFound for one topic.
+type topicNotFoundError struct{ topic string }
+
+func (e *topicNotFoundError) Error() string {
+	return "deadletter: topic " + e.topic + " does not exist"
+}
+
+func (e *topicNotFoundError) Unwrap() []error {
+	return []error{ErrTopicNotFound, kerr.UnknownTopicOrPartition}
+}
 
 // Letter is a dead-lettered record as read back.
 type Letter struct {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -18,7 +19,8 @@ const quietPeriod = time.Second
 // Read calls fn, in offset order per partition, for every committed record of
 // topic from its start up to the last stable offsets taken when Read began.
 // opts reach the cluster (brokers, TLS, SASL). An error from fn stops the read
-// and is returned.
+// and is returned. A topic that does not exist is ErrTopicNotFound; an empty
+// one calls fn never and returns nil.
 func Read(ctx context.Context, opts []kgo.Opt, topic string, fn func(*kgo.Record) error) error {
 	return readFrom(ctx, opts, topic, nil, fn)
 }
@@ -36,9 +38,15 @@ func readFrom(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]
 	if err != nil {
 		return fmt.Errorf("deadletter: start offsets of %s: %w", topic, err)
 	}
+	if missing(starts, topic) {
+		return &topicNotFoundError{topic}
+	}
 	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return fmt.Errorf("deadletter: end offsets of %s: %w", topic, err)
+	}
+	if missing(ends, topic) {
+		return &topicNotFoundError{topic}
 	}
 	if err := ends.Error(); err != nil {
 		return fmt.Errorf("deadletter: end offsets of %s: %w", topic, err)
@@ -115,6 +123,32 @@ func readFrom(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]
 	return nil
 }
 
+// missing reports whether listed says that topic does not exist: kadm puts
+// the metadata's topic error at partition -1. A partition's own
+// UNKNOWN_TOPIC_OR_PARTITION (a leader not yet known, right after creation)
+// is not that.
+func missing(listed kadm.ListedOffsets, topic string) bool {
+	o, ok := listed.Lookup(topic, -1)
+	return ok && errors.Is(o.Err, kerr.UnknownTopicOrPartition)
+}
+
+// checkTopic returns ErrTopicNotFound if topic does not exist.
+func checkTopic(ctx context.Context, opts []kgo.Opt, topic string) error {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("deadletter: kafka client: %w", err)
+	}
+	defer cl.Close()
+	td, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("deadletter: metadata of %s: %w", topic, err)
+	}
+	if d, ok := td[topic]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+		return &topicNotFoundError{topic}
+	}
+	return nil
+}
+
 // List calls fn for every dead letter of topic that f selects.
 func List(ctx context.Context, opts []kgo.Opt, topic string, f Filter, fn func(Letter) error) error {
 	return Read(ctx, opts, topic, func(r *kgo.Record) error {
@@ -128,7 +162,8 @@ func List(ctx context.Context, opts []kgo.Opt, topic string, f Filter, fn func(L
 // errFound stops Get's read once the record is found.
 var errFound = errors.New("found")
 
-// Get returns the committed record at pos in topic, or ErrNotFound.
+// Get returns the committed record at pos in topic, ErrNotFound if there is
+// none, or ErrTopicNotFound.
 func Get(ctx context.Context, opts []kgo.Opt, topic string, pos Position) (Letter, error) {
 	var got *kgo.Record
 	err := readFrom(ctx, opts, topic, map[int32]int64{pos.Partition: pos.Offset}, func(r *kgo.Record) error {

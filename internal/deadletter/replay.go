@@ -132,7 +132,8 @@ func ledgerKey(topic string, p Position) string {
 // read_committed, reads the dead-letter topic up to its last stable offset,
 // then produces batches of records, each batch in one transaction with its
 // ledger entries. A crash at any point leaves every dead letter either
-// replayed once (its batch committed) or not at all.
+// replayed once (its batch committed) or not at all. A dead-letter topic that
+// does not exist is ErrTopicNotFound, found before anything else.
 //
 // A replayed record keeps the original key, value and headers (event_id
 // included, so the sink's ledger skips an event that already succeeded),
@@ -140,6 +141,11 @@ func ledgerKey(topic string, p Position) string {
 // HeaderReplayedFrom.
 func Replay(ctx context.Context, opts []kgo.Opt, cfg ReplayConfig) (ReplayResult, error) {
 	if err := cfg.defaults(); err != nil {
+		return ReplayResult{}, err
+	}
+	// A missing dead-letter topic is the answer, before fencing anything
+	// or asking for the ledger.
+	if err := checkTopic(ctx, opts, cfg.Topic); err != nil {
 		return ReplayResult{}, err
 	}
 	var prod *kgo.Client
@@ -168,7 +174,8 @@ func Replay(ctx context.Context, opts []kgo.Opt, cfg ReplayConfig) (ReplayResult
 	switch {
 	case errors.Is(err, kerr.UnknownTopicOrPartition) && cfg.DryRun:
 	case errors.Is(err, kerr.UnknownTopicOrPartition):
-		return ReplayResult{}, fmt.Errorf("deadletter: replay ledger topic %s does not exist: create it (kind replay_ledger in topics.yaml, then outbox topics apply): %w", cfg.LedgerTopic, err)
+		// Not ErrTopicNotFound, which names the dead-letter topic.
+		return ReplayResult{}, fmt.Errorf("deadletter: replay ledger topic %s does not exist: create it (kind replay_ledger in topics.yaml, then outbox topics apply): %w", cfg.LedgerTopic, kerr.UnknownTopicOrPartition)
 	case err != nil:
 		return ReplayResult{}, fmt.Errorf("deadletter: read ledger %s: %w", cfg.LedgerTopic, err)
 	}
@@ -199,6 +206,9 @@ func Replay(ctx context.Context, opts []kgo.Opt, cfg ReplayConfig) (ReplayResult
 		res.Outcomes = append(res.Outcomes, o)
 		return nil
 	})
+	if errors.Is(err, ErrTopicNotFound) {
+		return ReplayResult{}, err // deleted since the check
+	}
 	if err != nil {
 		return ReplayResult{}, fmt.Errorf("deadletter: read %s: %w", cfg.Topic, err)
 	}

@@ -138,11 +138,14 @@ func (c *Counter) ledger(ctx context.Context, db sql.DBTX) (map[string]map[strin
 
 // AuditInput is what the demo saw outside the sources of truth.
 type AuditInput struct {
-	Load       LoadResult
-	Sent       *Load
-	Service    *OrderService
-	Payment    *MockAPI
-	Shipping   *MockAPI
+	Load     LoadResult
+	Sent     *Load
+	Service  *OrderService
+	Payment  *MockAPI
+	Shipping *MockAPI
+	// Chaos says whether stages were killed on purpose; ChaosKills counts
+	// the kills.
+	Chaos      bool
 	ChaosKills int
 	Elapsed    time.Duration
 	// NotSettled says why the run was audited before the pipeline settled
@@ -155,6 +158,44 @@ type AuditInput struct {
 type Audit struct {
 	Lines    []string
 	Failures []string
+	// Stages says how far each part of the pipeline got, in order: the load
+	// generator, the relay, the transform, the two sinks.
+	Stages []StageCount
+}
+
+// StageCount is how far one part of the pipeline got by the audit: Seen of
+// the Expected it was given.
+type StageCount struct {
+	// Stage is "load", "relay", "transform", "sink-payment" or "sink-shipping".
+	Stage string
+	// What names what was counted.
+	What string
+	// Expected is what the stage was given: orders to place for the load;
+	// outbox events for the relay; events in outbox.order, once per command
+	// topic, for the transform; commands in its topic for a sink.
+	Expected int64
+	// Seen is what it delivered: orders accepted; outbox events in
+	// outbox.order; distinct commands; ledger rows final (succeeded or
+	// dead-lettered).
+	Seen int64
+}
+
+// Behind reports whether the stage delivered less than it was given.
+func (s StageCount) Behind() bool { return s.Seen < s.Expected }
+
+func (s StageCount) String() string {
+	return fmt.Sprintf("%s %d of %d %s", s.Stage, s.Seen, s.Expected, s.What)
+}
+
+// Behind returns the stages that delivered less than they were given.
+func (a *Audit) Behind() []StageCount {
+	var out []StageCount
+	for _, s := range a.Stages {
+		if s.Behind() {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Pass reports whether every check held.
@@ -188,12 +229,15 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 		return nil, err
 	}
 	created, replayed, conflicts := in.Service.Counts()
-	line("orders accepted: %d (service created %d; duplicate submissions %d, answered by replay %d, 409/422 %d; never accepted %d) in %s, %d chaos kills",
-		in.Load.Accepted, created, in.Load.Duplicates, replayed, conflicts, in.Load.Failed, in.Elapsed.Round(time.Second), in.ChaosKills)
+	chaos := "no chaos"
+	if in.Chaos {
+		chaos = fmt.Sprintf("%d chaos kills", in.ChaosKills)
+	}
+	line("orders accepted: %d (service created %d; duplicate submissions %d, answered by replay %d, 409/422 %d; never accepted %d) in %s, %s",
+		in.Load.Accepted, created, in.Load.Duplicates, replayed, conflicts, in.Load.Failed, in.Elapsed.Round(time.Second), chaos)
 	check(created == in.Load.Accepted, "service created %d orders for %d accepted", created, in.Load.Accepted)
-	if in.NotSettled != "" {
-		line("not settled: %s", in.NotSettled)
-		check(false, "%s", in.NotSettled)
+	if in.Sent != nil {
+		a.Stages = append(a.Stages, StageCount{Stage: "load", What: "orders accepted", Expected: int64(in.Sent.Orders), Seen: in.Load.Accepted})
 	}
 
 	ids, err := c.q.DemoEventIDs(ctx, db)
@@ -231,13 +275,20 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 	line("events relayed: %d distinct in %s, %d duplicates, %d outbox events missing", evDistinct, EventsTopic, evDup, lost)
 	check(evDup == 0, "%d duplicate events in %s", evDup, EventsTopic)
 	check(lost == 0, "%d committed outbox events never reached %s", lost, EventsTopic)
+	a.Stages = append(a.Stages, StageCount{Stage: "relay", What: "outbox events in " + EventsTopic, Expected: int64(len(ids)), Seen: int64(len(ids) - lost)})
 
+	commands := map[string]int{}
+	transform := StageCount{Stage: "transform", What: "commands in " + PaymentTopic + " and " + ShippingTopic}
 	for _, t := range []string{PaymentTopic, ShippingTopic} {
 		d, dup := dups(t)
+		commands[t] = d
+		transform.Expected += int64(evDistinct)
+		transform.Seen += int64(d)
 		line("commands produced: %d distinct in %s, %d duplicates", d, t, dup)
 		check(dup == 0, "%d duplicate commands in %s", dup, t)
 		check(d == len(ids), "%d commands in %s for %d events", d, t, len(ids))
 	}
+	a.Stages = append(a.Stages, transform)
 	dlqTransform, _ := dups(TransformDLQ)
 	line("transform dead letters: %d", dlqTransform)
 
@@ -247,6 +298,8 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 	}
 	for _, api := range []*MockAPI{in.Payment, in.Shipping} {
 		st := ledger[api.Name]
+		a.Stages = append(a.Stages, StageCount{Stage: "sink-" + api.Name, What: "commands final in the ledger",
+			Expected: int64(commands["commands."+api.Name]), Seen: st["succeeded"] + st["dead_lettered"]})
 		keys, maxPer := api.Effects()
 		statuses := make([]string, 0, len(st))
 		var total int64
@@ -277,7 +330,30 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 			check(traced == keys, "%s: %d of %d calls lost the order's trace context", api.Name, keys-traced, keys)
 		}
 	}
+
+	stages := make([]string, len(a.Stages))
+	for i, s := range a.Stages {
+		stages[i] = fmt.Sprintf("%s %d/%d", s.Stage, s.Seen, s.Expected)
+	}
+	line("stages, delivered/given: %s", strings.Join(stages, ", "))
+	if in.NotSettled != "" {
+		// First, as the reason the rest does not add up.
+		a.Failures = append([]string{notSettled(in.NotSettled, a.Behind())}, a.Failures...)
+	}
 	return a, nil
+}
+
+// notSettled is the failure of a run that did not settle in time, naming the
+// stages that were behind by the audit.
+func notSettled(why string, behind []StageCount) string {
+	if len(behind) == 0 {
+		return why + "; every stage had caught up by the audit (they drain while they stop): a longer --timeout may pass"
+	}
+	names := make([]string, len(behind))
+	for i, s := range behind {
+		names[i] = s.String()
+	}
+	return why + "; behind: " + strings.Join(names, "; ")
 }
 
 func header(r *kgo.Record, key string) string {

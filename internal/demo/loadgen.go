@@ -24,7 +24,8 @@ type Load struct {
 	Orders int
 	// Rate is orders per second. Defaults to 50.
 	Rate float64
-	// DuplicateRate is the chance an order is submitted twice. Defaults to 0.2.
+	// DuplicateRate is the chance an order is submitted twice, from 0 to 1.
+	// Zero: every order is submitted once.
 	DuplicateRate float64
 	// Workers sending at once. Defaults to 8.
 	Workers int
@@ -59,9 +60,6 @@ func (l *Load) Result() LoadResult {
 func (l *Load) Run(ctx context.Context) LoadResult {
 	if l.Rate <= 0 {
 		l.Rate = 50
-	}
-	if l.DuplicateRate == 0 {
-		l.DuplicateRate = 0.2
 	}
 	if l.Workers <= 0 {
 		l.Workers = 8

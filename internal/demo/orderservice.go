@@ -2,7 +2,8 @@
 // world around the pipeline: an order service that writes through the outbox,
 // mock payment and shipping APIs that fail on purpose and count every effect,
 // a load generator that resubmits orders, and the audit that checks the run.
-// cmd/outbox wires them to the real stages.
+// Run wires them to the real stages, run as child processes of the outbox
+// binary; cmd/outbox only maps its flags to a Config and prints the Report.
 package demo
 
 import (

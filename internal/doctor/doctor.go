@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -85,7 +86,7 @@ func Run(ctx context.Context, databaseURL string, opts Options) (Report, error) 
 		opts.Schema = migrations.DefaultSchema
 	}
 	if opts.Publication == "" {
-		opts.Publication = opts.Schema + "_events"
+		opts.Publication = migrations.PublicationName(opts.Schema)
 	}
 	if opts.MaxRetainedBytes == 0 {
 		opts.MaxRetainedBytes = 1 << 30
@@ -142,26 +143,14 @@ func Run(ctx context.Context, databaseURL string, opts Options) (Report, error) 
 	}
 	add(c)
 
-	add(checkMigrations(ctx, databaseURL, opts.Schema))
+	mig, migrated := checkMigrations(ctx, databaseURL, opts.Schema)
+	add(mig)
 
 	pub, err := q.DoctorPublication(ctx, conn, sql.DoctorPublicationParams{Schema: opts.Schema, Name: opts.Publication})
-	c = Check{Name: "publication", Status: OK, Detail: opts.Publication + " publishes " + opts.Schema + ".events inserts"}
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		c.Status, c.Detail = Fail, "publication "+opts.Publication+" is missing"
-		c.Fix = fmt.Sprintf("run `outbox migrate up --schema %s`, or: CREATE PUBLICATION %s FOR TABLE %s.events WITH (publish = 'insert', publish_via_partition_root = true)", opts.Schema, opts.Publication, opts.Schema)
-	case err != nil:
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return Report{}, fmt.Errorf("doctor: read publication: %w", err)
-	case !pub.HasEvents || !pub.PublishesInsert:
-		c.Status, c.Detail = Fail, opts.Publication+" does not publish inserts of "+opts.Schema+".events"
-		c.Fix = fmt.Sprintf("ALTER PUBLICATION %s SET TABLE %s.events; ALTER PUBLICATION %s SET (publish = 'insert', publish_via_partition_root = true)", opts.Publication, opts.Schema, opts.Publication)
-	case !pub.ViaRoot:
-		c.Status = Warn
-		c.Detail = opts.Publication + " does not publish via the partition root: events arrive named by their day partition"
-		c.Fix = fmt.Sprintf("ALTER PUBLICATION %s SET (publish_via_partition_root = true)", opts.Publication)
 	}
-	add(c)
-
+	add(checkPublication(opts, pub, err == nil, migrated))
 	priv, err := q.DoctorSchemaPrivileges(ctx, conn, opts.Schema)
 	c = Check{Name: "writer grants", Status: OK, Detail: srv.RoleName + " may insert into " + opts.Schema + ".events"}
 	if err != nil || !priv.Usage || !priv.InsertEvents {
@@ -196,22 +185,64 @@ func Run(ctx context.Context, databaseURL string, opts Options) (Report, error) 
 	return r, nil
 }
 
-func checkMigrations(ctx context.Context, databaseURL, schema string) Check {
+// checkMigrations reports the schema's migration version, and whether 00001
+// (which creates the events table) is applied.
+func checkMigrations(ctx context.Context, databaseURL, schema string) (Check, bool) {
 	c := Check{Name: "migrations", Status: OK}
 	cur, err := migrations.CurrentVersion(ctx, databaseURL, schema)
 	latest := migrations.Latest()
 	if err != nil {
 		c.Status, c.Detail = Fail, err.Error()
-		c.Fix = fmt.Sprintf("run `outbox migrate up --schema %s`", schema)
-		return c
+		c.Fix = fmt.Sprintf("run `outbox migrate up --database-url URL --schema %s` (URL: the database doctor checked)", schema)
+		return c, false
 	}
 	c.Detail = fmt.Sprintf("schema %s at version %d of %d", schema, cur, latest)
 	if cur < latest {
 		c.Status = Fail
-		c.Fix = fmt.Sprintf("run `outbox migrate up --schema %s` (or goose -dir migrations postgres \"...?search_path=%s\" up after CREATE SCHEMA %s)", schema, schema, schema)
+		c.Fix = fmt.Sprintf("run `outbox migrate up --database-url URL --schema %s` (URL: the database doctor checked) (or goose -dir migrations postgres \"...?search_path=%s\" up after CREATE SCHEMA %s)", schema, schema, schema)
+	}
+	return c, cur >= 1
+}
+
+// checkPublication says whether the publication exists and streams inserts of
+// the events table as the partition root, and gives the DBA's statement when
+// it does not: the migrating role may lack the CREATE on the database that
+// CREATE PUBLICATION needs (migrate up --publication-by-dba).
+func checkPublication(opts Options, pub sql.DoctorPublicationRow, exists, migrated bool) Check {
+	c := Check{Name: "publication", Status: OK, Detail: opts.Publication + " publishes " + opts.Schema + ".events inserts via the partition root"}
+	create := migrations.PublicationSQL(opts.Schema, opts.Publication) + ";"
+	switch {
+	case !exists && !migrated:
+		c.Status, c.Detail = Fail, "publication "+opts.Publication+" is missing"
+		c.Fix = fmt.Sprintf("run `outbox migrate up --database-url URL --schema %s` (URL: the database doctor checked) first: it creates the publication, or with --publication-by-dba leaves it to the DBA, who then runs: %s", opts.Schema, create)
+	case !exists:
+		c.Status, c.Detail = Fail, "publication "+opts.Publication+" is missing"
+		c.Fix = "the DBA (a superuser, or a member of the events table's owner with CREATE on the database) runs: " + create
+	case !pub.ViaRoot || !pub.HasEvents || !pub.PublishesInsert:
+		// pg_publication_tables lists the leaf partitions instead of events
+		// when the publication does not publish via the root.
+		var what []string
+		if !pub.ViaRoot {
+			what = append(what, "does not publish via the partition root (events would arrive named by their day partition)")
+		} else if !pub.HasEvents {
+			what = append(what, "does not cover "+opts.Schema+".events")
+		}
+		if !pub.PublishesInsert {
+			what = append(what, "does not publish inserts")
+		}
+		c.Status, c.Detail = Fail, opts.Publication+" "+strings.Join(what, " and ")
+		name := opts.Publication
+		if !plainIdent.MatchString(name) {
+			name = pgx.Identifier{name}.Sanitize()
+		}
+		c.Fix = fmt.Sprintf("the DBA runs: ALTER PUBLICATION %s SET TABLE %s.events; ALTER PUBLICATION %s SET (publish = 'insert', publish_via_partition_root = true);",
+			name, opts.Schema, name)
 	}
 	return c
 }
+
+// plainIdent is a name SQL takes without quotes (reserved words aside).
+var plainIdent = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
 func bytesStr(n int64) string {
 	switch {

@@ -61,10 +61,12 @@ func TestUnmigratedDatabaseSaysWhatToRun(t *testing.T) {
 	require.True(t, r.Failed())
 	mig := statusOf(r, "migrations")
 	require.Equal(t, doctor.Fail, mig.Status)
-	require.Contains(t, mig.Fix, "outbox migrate up --schema orders_outbox")
+	require.Contains(t, mig.Fix, "outbox migrate up --database-url URL --schema orders_outbox")
 	pub := statusOf(r, "publication")
 	require.Equal(t, doctor.Fail, pub.Status)
 	require.Contains(t, pub.Detail, "orders_outbox_events is missing")
+	require.Contains(t, pub.Fix, "outbox migrate up --database-url URL --schema orders_outbox` (URL: the database doctor checked) first")
+	require.Contains(t, pub.Fix, "CREATE PUBLICATION orders_outbox_events FOR TABLE orders_outbox.events")
 	require.Contains(t, r.String(), "fix: ")
 	// doctor changed nothing: the schema still does not exist.
 	conn, err := pgx.Connect(ctx, url)
@@ -114,7 +116,7 @@ func TestWalLevelNotLogical(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, pgcluster.Config{Settings: map[string]string{"wal_level": "replica"}})
+	c, err := pgtest.Start(ctx, pgcluster.Config{Settings: map[string]string{"wal_level": "replica"}})
 	require.NoError(t, err)
 	defer c.Stop(context.Background()) //nolint:errcheck
 	r, err := doctor.Run(ctx, c.URL(), doctor.Options{})
@@ -123,4 +125,63 @@ func TestWalLevelNotLogical(t *testing.T) {
 	require.Equal(t, doctor.Fail, w.Status)
 	require.Equal(t, "replica", w.Detail)
 	require.Contains(t, w.Fix, "wal_level = logical")
+}
+
+// TestPublicationLeftToTheDBA: a migrated schema whose publication is missing
+// (migrate up --publication-by-dba by a role without CREATE on the database)
+// or does not publish via the partition root fails with the DBA's statement.
+func TestPublicationLeftToTheDBA(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	m, err := migrations.Open(ctx, url, "shop_outbox", nil)
+	require.NoError(t, err)
+	_, err = m.Up(ctx)
+	m.Close()
+	require.NoError(t, err)
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `DROP PUBLICATION shop_outbox_events`)
+	require.NoError(t, err)
+
+	r, err := doctor.Run(ctx, url, doctor.Options{Schema: "shop_outbox"})
+	require.NoError(t, err)
+	pub := statusOf(r, "publication")
+	require.Equal(t, doctor.Fail, pub.Status, r.String())
+	require.Contains(t, pub.Detail, "shop_outbox_events is missing")
+	stmt := "CREATE PUBLICATION shop_outbox_events FOR TABLE shop_outbox.events WITH (publish = 'insert', publish_via_partition_root = true);"
+	require.Contains(t, pub.Fix, "the DBA")
+	require.Contains(t, pub.Fix, stmt)
+	require.NotContains(t, pub.Fix, "migrate up", "the schema is migrated: migrate up would not create it again")
+
+	// The statement works as printed.
+	_, err = conn.Exec(ctx, stmt)
+	require.NoError(t, err)
+	r, err = doctor.Run(ctx, url, doctor.Options{Schema: "shop_outbox"})
+	require.NoError(t, err)
+	require.Equal(t, doctor.OK, statusOf(r, "publication").Status, r.String())
+
+	// Not via the partition root: a failure, with the statements that fix it.
+	_, err = conn.Exec(ctx, `ALTER PUBLICATION shop_outbox_events SET (publish_via_partition_root = false)`)
+	require.NoError(t, err)
+	r, err = doctor.Run(ctx, url, doctor.Options{Schema: "shop_outbox"})
+	require.NoError(t, err)
+	pub = statusOf(r, "publication")
+	require.Equal(t, doctor.Fail, pub.Status, r.String())
+	require.Contains(t, pub.Detail, "partition root")
+	_, err = conn.Exec(ctx, strings.TrimPrefix(pub.Fix, "the DBA runs: "))
+	require.NoError(t, err, pub.Fix)
+	r, err = doctor.Run(ctx, url, doctor.Options{Schema: "shop_outbox"})
+	require.NoError(t, err)
+	require.Equal(t, doctor.OK, statusOf(r, "publication").Status, r.String())
+
+	// A publication of another table, inserts only.
+	_, err = conn.Exec(ctx, `ALTER PUBLICATION shop_outbox_events SET TABLE shop_outbox.idempotency_keys`)
+	require.NoError(t, err)
+	r, err = doctor.Run(ctx, url, doctor.Options{Schema: "shop_outbox"})
+	require.NoError(t, err)
+	pub = statusOf(r, "publication")
+	require.Equal(t, doctor.Fail, pub.Status, r.String())
+	require.Contains(t, pub.Detail, "does not cover shop_outbox.events")
 }

@@ -13,8 +13,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/spf13/pflag"
 	"os"
 	"strings"
 	"time"
@@ -47,41 +47,34 @@ type Config struct {
 // ErrNoBrokers is returned by Opts when no broker address is configured.
 var ErrNoBrokers = errors.New("kafkaconn: no brokers: pass --brokers host:port (or OUTBOX_BROKERS), or --embedded-kafka to try it without a broker")
 
-// Register adds the connection flags to fs, with defaults from the environment
-// (OUTBOX_BROKERS, OUTBOX_KAFKA_TLS, OUTBOX_KAFKA_TLS_CA, OUTBOX_KAFKA_TLS_CERT,
-// OUTBOX_KAFKA_TLS_KEY, OUTBOX_KAFKA_SASL_MECHANISM, OUTBOX_KAFKA_SASL_USER,
-// OUTBOX_KAFKA_SASL_PASSWORD).
-func (c *Config) Register(fs *flag.FlagSet) {
-	fs.Func("brokers", "Kafka seed brokers, comma separated (env OUTBOX_BROKERS)", func(s string) error {
-		c.Brokers = splitList(s)
-		return nil
-	})
-	c.Brokers = splitList(os.Getenv("OUTBOX_BROKERS"))
-	fs.BoolVar(&c.TLS, "kafka-tls", os.Getenv("OUTBOX_KAFKA_TLS") == "true", "connect to Kafka over TLS (env OUTBOX_KAFKA_TLS=true)")
-	fs.StringVar(&c.TLSCAFile, "kafka-tls-ca", os.Getenv("OUTBOX_KAFKA_TLS_CA"), "PEM file of CAs to trust (env OUTBOX_KAFKA_TLS_CA)")
-	fs.StringVar(&c.TLSCertFile, "kafka-tls-cert", os.Getenv("OUTBOX_KAFKA_TLS_CERT"), "client certificate PEM for mutual TLS (env OUTBOX_KAFKA_TLS_CERT)")
-	fs.StringVar(&c.TLSKeyFile, "kafka-tls-key", os.Getenv("OUTBOX_KAFKA_TLS_KEY"), "client key PEM for mutual TLS (env OUTBOX_KAFKA_TLS_KEY)")
-	fs.StringVar(&c.SASLMechanism, "kafka-sasl-mechanism", os.Getenv("OUTBOX_KAFKA_SASL_MECHANISM"), "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (env OUTBOX_KAFKA_SASL_MECHANISM)")
-	fs.StringVar(&c.SASLUser, "kafka-sasl-user", os.Getenv("OUTBOX_KAFKA_SASL_USER"), "SASL user (env OUTBOX_KAFKA_SASL_USER)")
-	fs.StringVar(&c.SASLPassword, "kafka-sasl-password", os.Getenv("OUTBOX_KAFKA_SASL_PASSWORD"), "SASL password (env OUTBOX_KAFKA_SASL_PASSWORD)")
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
+// Register adds the connection flags to fs. It reads no environment: the
+// command line binds every flag to its variable in one place (OUTBOX_BROKERS,
+// OUTBOX_KAFKA_TLS, ... OUTBOX_KAFKA_SASL_PASSWORD), and the password is
+// annotated as a secret so help and --check never show it.
+func (c *Config) Register(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&c.Brokers, "brokers", nil, "Kafka seed brokers, `host:port` comma separated or repeated")
+	fs.BoolVar(&c.TLS, "kafka-tls", false, "connect to Kafka over TLS")
+	fs.StringVar(&c.TLSCAFile, "kafka-tls-ca", "", "PEM file of CAs to trust")
+	fs.StringVar(&c.TLSCertFile, "kafka-tls-cert", "", "client certificate PEM for mutual TLS")
+	fs.StringVar(&c.TLSKeyFile, "kafka-tls-key", "", "client key PEM for mutual TLS")
+	fs.StringVar(&c.SASLMechanism, "kafka-sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+	fs.StringVar(&c.SASLUser, "kafka-sasl-user", "", "SASL user")
+	fs.StringVar(&c.SASLPassword, "kafka-sasl-password", "", "SASL password")
+	_ = fs.SetAnnotation("kafka-sasl-password", "outbox_secret", []string{"true"})
 }
 
 // Opts validates the config and returns the franz-go options for it.
 func (c Config) Opts() ([]kgo.Opt, error) {
-	if len(c.Brokers) == 0 {
+	var brokers []string
+	for _, b := range c.Brokers {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	if len(brokers) == 0 {
 		return nil, ErrNoBrokers
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
 	if c.TLS || c.TLSCAFile != "" || c.TLSCertFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.TLSInsecureSkipVerify} //nolint:gosec // opt-in for tests
 		if c.TLSCAFile != "" {

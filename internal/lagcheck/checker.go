@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -65,8 +67,14 @@ type GroupReport struct {
 type Report struct {
 	// At is when the sample was taken.
 	At time.Time
-	// Groups sorted by name.
+	// Groups sorted by name: the groups the cluster knows (with members or
+	// committed offsets). Empty when there are none: no stage has joined or
+	// committed an offset yet, or Config.Groups names no existing group.
 	Groups []GroupReport
+	// Missing are the names of Config.Groups the cluster does not know (no
+	// member, no committed offset), sorted: a wrong name, or a stage that
+	// has not committed yet. They are not in Groups.
+	Missing []string
 }
 
 // Checker samples consumer lag and keeps a window of samples per partition.
@@ -109,33 +117,52 @@ func (c *Checker) Close() { c.cl.Close() }
 func (c *Checker) Sample(ctx context.Context) (Report, error) {
 	groups := c.cfg.Groups
 	if len(groups) == 0 {
-		listed, err := c.adm.ListGroups(ctx)
+		listed, err := retryCoordinator(ctx, func() (kadm.ListedGroups, error) { return c.adm.ListGroups(ctx) })
 		if err != nil {
 			return Report{}, fmt.Errorf("lagcheck: list groups: %w", err)
 		}
 		groups = listed.Groups()
 	}
+	groups = append([]string(nil), groups...)
 	sort.Strings(groups)
-	described, err := c.adm.DescribeGroups(ctx, groups...)
+	groups = slices.Compact(groups)
+	if len(groups) == 0 {
+		c.windows = map[partKey][]Sample{}
+		return Report{At: c.cfg.Now()}, nil
+	}
+	described, err := retryCoordinator(ctx, func() (kadm.DescribedGroups, error) { return c.adm.DescribeGroups(ctx, groups...) })
 	if err != nil {
 		return Report{}, fmt.Errorf("lagcheck: describe groups: %w", err)
 	}
 
 	committed := map[string]kadm.OffsetResponses{}
 	topicSet := map[string]bool{}
+	var missing []string
+	var known []string
 	for _, g := range groups {
-		offs, err := c.adm.FetchOffsets(ctx, g)
+		offs, err := retryCoordinator(ctx, func() (kadm.OffsetResponses, error) { return c.adm.FetchOffsets(ctx, g) })
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			offs, err = kadm.OffsetResponses{}, nil
+		}
 		if err != nil {
 			return Report{}, fmt.Errorf("lagcheck: offsets of group %s: %w", g, err)
 		}
 		if err := offs.Error(); err != nil {
 			return Report{}, fmt.Errorf("lagcheck: offsets of group %s: %w", g, err)
 		}
+		if len(offs) == 0 && !live(described[g]) {
+			if len(c.cfg.Groups) > 0 {
+				missing = append(missing, g) // a listed group that vanished is just gone
+			}
+			continue
+		}
+		known = append(known, g)
 		committed[g] = offs
 		for t := range offs {
 			topicSet[t] = true
 		}
 	}
+	groups = known
 	topics := make([]string, 0, len(topicSet))
 	for t := range topicSet {
 		topics = append(topics, t)
@@ -165,7 +192,7 @@ func (c *Checker) Sample(ctx context.Context) (Report, error) {
 		return Report{}, err
 	}
 
-	rep := Report{At: now}
+	rep := Report{At: now, Missing: missing}
 	seen := map[partKey]bool{}
 	for _, g := range groups {
 		gr := GroupReport{Group: g}
@@ -215,6 +242,40 @@ func (c *Checker) Sample(ctx context.Context) (Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// coordinatorWait bounds how long Sample waits for group coordinators that
+// are not ready.
+const coordinatorWait = 10 * time.Second
+
+// retryCoordinator calls fn until it returns something other than a group
+// coordinator that is not ready, for up to coordinatorWait. On a new
+// cluster the first group request makes Kafka create __consumer_offsets, and
+// its coordinators answer COORDINATOR_NOT_AVAILABLE or
+// COORDINATOR_LOAD_IN_PROGRESS for a moment: exactly when `outbox lag` runs
+// before any stage committed.
+func retryCoordinator[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	deadline := time.Now().Add(coordinatorWait)
+	delay := 50 * time.Millisecond
+	for {
+		v, err := fn()
+		busy := errors.Is(err, kerr.CoordinatorNotAvailable) || errors.Is(err, kerr.CoordinatorLoadInProgress) || errors.Is(err, kerr.NotCoordinator)
+		if !busy || time.Now().Add(delay).After(deadline) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// live reports whether a described group exists with members or state:
+// Kafka describes an unknown group as Dead (or, from 4.0, GROUP_ID_NOT_FOUND).
+func live(d kadm.DescribedGroup) bool {
+	return len(d.Members) > 0 || (d.Err == nil && d.State != "" && d.State != "Dead")
 }
 
 type probeKey struct {

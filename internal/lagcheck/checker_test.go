@@ -224,3 +224,62 @@ func TestLagOpenTransaction(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
+
+// TestLagNoGroups: `outbox lag` before any stage committed, or with a
+// wrong --group, gets an empty report that says which named groups are
+// unknown, not a report of groups that do not exist.
+func TestLagNoGroups(t *testing.T) {
+	t.Parallel()
+	b, ctx := setup(t)
+	b.produce(ctx, t, 3, 0, "")
+
+	// A named group that never committed and has no member.
+	rep, err := b.check.Sample(ctx)
+	require.NoError(t, err)
+	require.Empty(t, rep.Groups)
+	require.Equal(t, []string{b.group}, rep.Missing)
+
+	// Two names, one of them real: only the other is missing.
+	other := b.group + "-typo"
+	c, err := lagcheck.New(lagcheck.Config{Groups: []string{other, b.group, other}, Window: 1, ProbeTimeout: time.Second}, b.k.Opts()...)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	b.commit(ctx, t, 1)
+	rep, err = c.Sample(ctx)
+	require.NoError(t, err)
+	require.Len(t, rep.Groups, 1)
+	require.Equal(t, b.group, rep.Groups[0].Group)
+	require.Equal(t, int64(2), rep.Groups[0].Lag)
+	require.Equal(t, []string{other}, rep.Missing)
+
+	// A group with a member that has not committed yet is known.
+	b.group = other // member joins b.group
+	b.member(ctx, t)
+	rep, err = c.Sample(ctx)
+	require.NoError(t, err)
+	require.Len(t, rep.Groups, 2)
+	require.Empty(t, rep.Missing)
+	require.Equal(t, other, rep.Groups[1].Group)
+	require.Equal(t, 1, rep.Groups[1].Members)
+	require.Empty(t, rep.Groups[1].Partitions)
+}
+
+// TestLagNoGroupsOnCluster: with no group filter on a cluster without
+// groups, the report is empty and nothing is missing. (The shared Apache
+// broker has the other tests' groups: there, only nothing is missing.)
+func TestLagNoGroupsOnCluster(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	c, err := lagcheck.New(lagcheck.Config{}, k.Opts()...)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	rep, err := c.Sample(ctx)
+	require.NoError(t, err)
+	if !k.Real() {
+		require.Empty(t, rep.Groups)
+	}
+	require.Empty(t, rep.Missing, "without a filter no group is missing")
+	require.False(t, rep.At.IsZero())
+}

@@ -5,8 +5,13 @@
 // an explicit URL (OUTBOX_TEST_DATABASE_URL in tests), a throwaway cluster started
 // from the machine's Postgres server binaries (initdb into a temp dir, a free port,
 // the socket in the temp dir, run as the `postgres` OS user when the process is
-// root), or a testcontainers-go container when a Docker engine answers. Every
-// cluster it starts has wal_level=logical so the relay can stream from it.
+// root), or Config.Container when one is set. Every cluster it starts has
+// wal_level=logical so the relay can stream from it.
+//
+// The binary links this package (the demo and `outbox bench relay` use it), so it
+// imports no container engine or test library: the testcontainers-go fallback
+// lives in internal/pgcontainer, which only tests import (through internal/pgtest),
+// and scripts/check-deps.sh keeps it that way.
 package pgcluster
 
 import (
@@ -19,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxrelay/outbox/internal/pgconnect"
 )
 
 // Source says where a Cluster's server comes from.
@@ -29,18 +36,36 @@ const (
 	SourceURL Source = "url"
 	// SourceLocal is a throwaway cluster run from the machine's Postgres binaries.
 	SourceLocal Source = "local"
-	// SourceContainer is a throwaway container started through testcontainers-go.
+	// SourceContainer is a throwaway server started by Config.Container.
 	SourceContainer Source = "container"
 )
 
 // ErrNoPostgres is returned by Start when no URL was given, no Postgres server
-// binaries were found and no Docker engine answered. Its message says what to install.
+// binaries were found and Config.Container is unset or found no engine. Its
+// message says what to install.
 var ErrNoPostgres = errors.New("pgcluster: no Postgres available: set OUTBOX_TEST_DATABASE_URL to a server with wal_level=logical, " +
-	"or install the Postgres server binaries (Debian/Ubuntu: `apt-get install -y postgresql`; macOS: `brew install postgresql@16`), " +
-	"or start a Docker engine")
+	"or install the Postgres server binaries (Debian/Ubuntu: `apt-get install -y postgresql`; macOS: `brew install postgresql@16`)")
+
+// ErrNoEngine is what a Config.Container func returns (wrapped) when no
+// container engine answers; Start then returns ErrNoPostgres.
+var ErrNoEngine = errors.New("pgcluster: no container engine answered")
+
+// Spec is what a server started by Config.Container must run with.
+type Spec struct {
+	// Settings are the `-c name=value` server settings, defaults included.
+	Settings map[string]string
+	// HBA are Config.HBA's pg_hba.conf lines; empty means trust for everyone.
+	HBA []string
+}
+
+// ContainerFunc starts a throwaway server elsewhere (internal/pgcontainer.Start
+// runs one through testcontainers-go) and returns its URL, which must connect as
+// a superuser, and a func that removes it. It returns an error wrapping
+// ErrNoEngine when it has nowhere to start one.
+type ContainerFunc func(ctx context.Context, spec Spec) (url string, stop func(context.Context) error, err error)
 
 // Config says how to get a server. The zero value starts a throwaway cluster from
-// local binaries, falling back to a container.
+// local binaries.
 type Config struct {
 	// URL of an existing server to use instead of starting one. Databases are
 	// created on it with CREATE DATABASE. Defaults to empty: start a server.
@@ -55,7 +80,18 @@ type Config struct {
 	Port int
 	// Settings are extra `-c name=value` server settings, applied after the defaults.
 	Settings map[string]string
-	// DisableContainer skips the testcontainers-go fallback.
+	// HBA are pg_hba.conf lines ("host all app 127.0.0.1/32 scram-sha-256") for
+	// every role but postgres: the harness keeps trust for the postgres
+	// superuser (socket and 127.0.0.1, replication too), puts these lines after
+	// it, and a connection no line matches is rejected. Written at every start;
+	// only for a server this package starts. Defaults to empty: initdb's trust
+	// for everyone.
+	HBA []string
+	// Container starts a server when no local binaries are found. Tests get
+	// internal/pgcontainer.Start through internal/pgtest; the binary leaves it
+	// nil so it links no container engine. Defaults to nil: no fallback.
+	Container ContainerFunc
+	// DisableContainer makes Start ignore Container. Defaults to false.
 	DisableContainer bool
 	// Logger receives start and stop messages. Defaults to a discarding logger.
 	Logger *slog.Logger
@@ -96,8 +132,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.URL != "" {
+		if len(cfg.HBA) > 0 {
+			return nil, fmt.Errorf("pgcluster: Config.HBA needs a server this package starts, not the one at %s", pgconnect.Redact(cfg.URL))
+		}
 		if err := ping(ctx, cfg.URL); err != nil {
-			return nil, fmt.Errorf("pgcluster: connect to %s: %w", redact(cfg.URL), err)
+			return nil, fmt.Errorf("pgcluster: connect to %s: %w", pgconnect.Redact(cfg.URL), err)
 		}
 		return &Cluster{source: SourceURL, baseURL: cfg.URL, logger: logger}, nil
 	}
@@ -110,20 +149,24 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	binDir, binErr := findBinDir(cfg.BinDir)
 	if binErr == nil {
-		srv, err := startLocal(ctx, binDir, cfg.DataDir, cfg.Port, settings, logger)
+		srv, err := startLocal(ctx, binDir, cfg.DataDir, cfg.Port, settings, cfg.HBA, logger)
 		if err != nil {
 			return nil, err
 		}
 		return &Cluster{source: SourceLocal, baseURL: srv.url(), local: srv, logger: logger}, nil
 	}
-	if !cfg.DisableContainer && dockerAnswers(ctx) {
-		url, stop, err := startContainer(ctx, settings)
-		if err != nil {
-			return nil, fmt.Errorf("pgcluster: no local binaries (%v); container: %w", binErr, err)
-		}
-		return &Cluster{source: SourceContainer, baseURL: url, stopCtr: stop, logger: logger}, nil
+	if cfg.Container == nil || cfg.DisableContainer {
+		return nil, fmt.Errorf("%w (looked for binaries: %v)", ErrNoPostgres, binErr)
 	}
-	return nil, fmt.Errorf("%w (looked for binaries: %v)", ErrNoPostgres, binErr)
+	url, stop, err := cfg.Container(ctx, Spec{Settings: settings, HBA: cfg.HBA})
+	if errors.Is(err, ErrNoEngine) {
+		return nil, fmt.Errorf("%w, or start a Docker engine (looked for binaries: %v; %v)", ErrNoPostgres, binErr, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: no local binaries (%v); container: %w", binErr, err)
+	}
+	logger.Info("pgcluster: started postgres container", slog.String("url", pgconnect.Redact(url)))
+	return &Cluster{source: SourceContainer, baseURL: url, stopCtr: stop, logger: logger}, nil
 }
 
 // Source says where the server came from.
@@ -230,12 +273,4 @@ func withDatabase(dsn, name string) string {
 	}
 	u.Path = "/" + name
 	return u.String()
-}
-
-func redact(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.User == nil {
-		return dsn
-	}
-	return u.Redacted()
 }

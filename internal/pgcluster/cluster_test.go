@@ -2,7 +2,9 @@ package pgcluster_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/outboxrelay/outbox/internal/pgcluster"
@@ -153,4 +156,79 @@ func TestWrongURL(t *testing.T) {
 	t.Parallel()
 	_, err := pgcluster.Start(context.Background(), pgcluster.Config{URL: "postgres://nobody@127.0.0.1:1/x?connect_timeout=1"})
 	require.ErrorContains(t, err, "connect to postgres://nobody@127.0.0.1:1/x")
+}
+
+// TestHBA: Config.HBA's lines decide who gets in; the harness's own trust for
+// postgres stays, so CreateDatabase works.
+func TestHBA(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, err := pgcluster.Start(ctx, pgcluster.Config{DisableContainer: true, HBA: []string{"host all app 127.0.0.1/32 scram-sha-256"}})
+	require.NoError(t, err)
+	defer c.Stop(ctx) //nolint:errcheck
+	db, err := c.CreateDatabase(ctx, "hba")
+	require.NoError(t, err)
+	conn, err := pgx.Connect(ctx, db)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `CREATE ROLE app LOGIN PASSWORD 'app-pw'; CREATE ROLE other LOGIN PASSWORD 'other-pw'`)
+	require.NoError(t, err)
+
+	u, err := url.Parse(db)
+	require.NoError(t, err)
+	as := func(user, pw string) error {
+		v := *u
+		v.User = url.UserPassword(user, pw)
+		return startAndQueryURL(ctx, v.String())
+	}
+	require.NoError(t, as("app", "app-pw"))
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, as("app", "wrong"), &pgErr)
+	require.Equal(t, "28P01", pgErr.Code, "scram-sha-256, not trust")
+	require.ErrorAs(t, as("other", "other-pw"), &pgErr)
+	require.Equal(t, "28000", pgErr.Code)
+	require.Contains(t, pgErr.Message, "no pg_hba.conf entry")
+
+	_, err = pgcluster.Start(ctx, pgcluster.Config{URL: c.URL(), HBA: []string{"host all all 127.0.0.1/32 trust"}})
+	require.ErrorContains(t, err, "Config.HBA needs a server this package starts")
+}
+
+// TestContainerFallback: with no local binaries Start calls Config.Container
+// with the settings and HBA lines, and Stop calls what it returned. The
+// "container" here is a local cluster: the plumbing is under test, not Docker.
+func TestContainerFallback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	backing, err := pgcluster.Start(ctx, pgcluster.Config{DisableContainer: true})
+	require.NoError(t, err)
+	defer backing.Stop(ctx) //nolint:errcheck
+
+	var got pgcluster.Spec
+	stopped := false
+	c, err := pgcluster.Start(ctx, pgcluster.Config{
+		BinDir: "/nonexistent", HBA: []string{"host all app all scram-sha-256"}, Settings: map[string]string{"work_mem": "8MB"},
+		Container: func(_ context.Context, spec pgcluster.Spec) (string, func(context.Context) error, error) {
+			got = spec
+			return backing.URL(), func(context.Context) error { stopped = true; return nil }, nil
+		},
+	})
+	require.NoError(t, err)
+	require.Equal(t, pgcluster.SourceContainer, c.Source())
+	require.Equal(t, "logical", got.Settings["wal_level"], "defaults included")
+	require.Equal(t, "8MB", got.Settings["work_mem"])
+	require.Equal(t, []string{"host all app all scram-sha-256"}, got.HBA)
+	require.NoError(t, startAndQueryURL(ctx, c.URL()))
+	require.NoError(t, c.Stop(ctx))
+	require.True(t, stopped)
+
+	noEngine := func(context.Context, pgcluster.Spec) (string, func(context.Context) error, error) {
+		return "", nil, fmt.Errorf("%w: docker.sock: connection refused", pgcluster.ErrNoEngine)
+	}
+	_, err = pgcluster.Start(ctx, pgcluster.Config{BinDir: "/nonexistent", Container: noEngine})
+	require.ErrorIs(t, err, pgcluster.ErrNoPostgres)
+	require.ErrorContains(t, err, "or start a Docker engine")
+
+	_, err = pgcluster.Start(ctx, pgcluster.Config{BinDir: "/nonexistent", Container: noEngine, DisableContainer: true})
+	require.ErrorIs(t, err, pgcluster.ErrNoPostgres)
+	require.NotContains(t, err.Error(), "Docker")
 }

@@ -101,7 +101,7 @@ func runAs() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-func startLocal(ctx context.Context, binDir, dataDir string, port int, settings map[string]string, logger *slog.Logger) (*localServer, error) {
+func startLocal(ctx context.Context, binDir, dataDir string, port int, settings map[string]string, hba []string, logger *slog.Logger) (*localServer, error) {
 	cred, err := runAs()
 	if err != nil {
 		return nil, err
@@ -124,6 +124,12 @@ func startLocal(ctx context.Context, binDir, dataDir string, port int, settings 
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, "data", "PG_VERSION")); err != nil {
 		if err := s.initdb(ctx); err != nil {
+			s.cleanup()
+			return nil, err
+		}
+	}
+	if len(hba) > 0 {
+		if err := s.writeHBA(hba); err != nil {
 			s.cleanup()
 			return nil, err
 		}
@@ -188,6 +194,31 @@ func (s *localServer) initdb(ctx context.Context) error {
 		return fmt.Errorf("pgcluster: initdb in %s: %w: %s", s.dir, err, out.String())
 	}
 	return nil
+}
+
+// harnessHBA are the pg_hba.conf lines a custom file starts with: the harness
+// itself (ping, CreateDatabase, DropDatabase) connects as postgres without a
+// password over 127.0.0.1, and tests may over the socket.
+var harnessHBA = []string{
+	"local all         postgres              trust",
+	"host  all         postgres 127.0.0.1/32 trust",
+	"local replication postgres              trust",
+	"host  replication postgres 127.0.0.1/32 trust",
+}
+
+// writeHBA replaces the cluster's pg_hba.conf with the harness's lines and then
+// the caller's.
+func (s *localServer) writeHBA(lines []string) error {
+	var b strings.Builder
+	b.WriteString("# written by pgcluster (Config.HBA)\n")
+	for _, l := range append(append([]string{}, harnessHBA...), lines...) {
+		b.WriteString(l + "\n")
+	}
+	path := filepath.Join(s.dir, "data", "pg_hba.conf")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("pgcluster: write %s: %w", path, err)
+	}
+	return s.chown(path)
 }
 
 func (s *localServer) start(ctx context.Context) error {

@@ -1,6 +1,8 @@
 // Package pgtest gives each test its own database on a real Postgres server with
 // wal_level=logical, from the pgcluster harness. One server is started per test
-// binary; tests get separate databases so they run in parallel.
+// binary; tests get separate databases so they run in parallel. Where the machine
+// has no Postgres server binaries but a Docker engine, the server is a container
+// (internal/pgcontainer); only tests link that, never the binary.
 //
 // A test that cannot get Postgres fails with the reason and what to install; it is
 // never skipped.
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outbox/internal/pgcluster"
+	"github.com/outboxrelay/outbox/internal/pgcontainer"
 )
 
 // EnvDatabaseURL names the environment variable that points tests at an existing
@@ -44,9 +47,20 @@ func start() (*pgcluster.Cluster, error) {
 	once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		shared, startErr = pgcluster.Start(ctx, pgcluster.Config{URL: os.Getenv(EnvDatabaseURL)})
+		shared, startErr = Start(ctx, pgcluster.Config{URL: os.Getenv(EnvDatabaseURL)})
 	})
 	return shared, startErr
+}
+
+// Start is pgcluster.Start with the container fallback (pgcontainer.Start) set
+// when cfg has none, for a test that needs a server of its own (other
+// settings, its own pg_hba.conf) whatever OUTBOX_TEST_DATABASE_URL says. The
+// caller stops it.
+func Start(ctx context.Context, cfg pgcluster.Config) (*pgcluster.Cluster, error) {
+	if cfg.Container == nil {
+		cfg.Container = pgcontainer.Start
+	}
+	return pgcluster.Start(ctx, cfg)
 }
 
 // Database creates a database named name on the shared server for code that

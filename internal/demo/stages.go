@@ -1,0 +1,161 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxrelay/outbox/sql"
+)
+
+// relaySlot is the replication slot the demo's relay creates (the relay's
+// default for the outbox schema).
+const relaySlot = "outbox_relay"
+
+// stage is one pipeline stage run as a child process of the outbox binary.
+type stage struct {
+	name, bin, logPath string
+	args, env          []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// stageEndpoints are where the stages reach the rest of the demo.
+type stageEndpoints struct {
+	dbURL, brokers          string
+	paymentURL, shippingURL string
+}
+
+// newStages returns the relay, the orders transform and the two sinks, not
+// yet started, logging to logDir.
+func newStages(bin string, env []string, logDir string, ep stageEndpoints) []*stage {
+	stages := []*stage{
+		{name: "relay", args: []string{"relay", "--database-url", ep.dbURL, "--brokers", ep.brokers, "--create-topics", "--heartbeat", "2s", "--shutdown-timeout", "5s"}},
+		{name: "transform", args: []string{"transform", "--brokers", ep.brokers, "--group", "demo-transform", "--input", EventsTopic, "--transactional-id", "demo-transform-1",
+			// A SIGKILLed member holds its partitions until its session times out;
+			// a short one lets chaos restarts resume in seconds. 6s is the floor
+			// of Apache Kafka's group.min.session.timeout.ms (default), so a real
+			// broker accepts it (kfake takes any value).
+			"--session-timeout", "6s", "--transaction-timeout", "5s"}},
+		{name: "sink-payment", args: sinkArgs(ep.dbURL, ep.brokers, "payment", ep.paymentURL, true)},
+		{name: "sink-shipping", args: sinkArgs(ep.dbURL, ep.brokers, "shipping", ep.shippingURL, false)},
+	}
+	for _, s := range stages {
+		s.bin, s.env, s.logPath = bin, env, filepath.Join(logDir, s.name+".log")
+	}
+	return stages
+}
+
+// sinkArgs are the `outbox sink` arguments for one of the demo's APIs.
+// Backoffs are short and there is one retry tier so the demo settles in
+// seconds; the 1s call timeout is below the mock APIs' 3s "slow" answers, so
+// some calls end with their outcome unknown, as in production.
+func sinkArgs(dbURL, brokers, name, apiURL string, idempotent bool) []string {
+	return []string{"sink", "--database-url", dbURL, "--brokers", brokers,
+		"--group", "demo-sink-" + name, "--instance-id", "demo-sink-" + name, "--topics", "commands." + name, "--endpoint", name,
+		"--url", apiURL + "/" + name + "s", fmt.Sprintf("--idempotent=%t", idempotent),
+		"--reconcile-url", apiURL + "/status/{{.ID}}",
+		"--timeout", "1s", "--retries", "8", "--backoff-initial", "200ms", "--backoff-max", "2s",
+		"--retry-tiers", "1s", "--breaker-failures", "20", "--breaker-cooldown", "1s", "--shutdown-timeout", "5s"}
+}
+
+func (s *stage) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("demo: %s log: %w", s.name, err)
+	}
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), s.env...)
+	// The stage dies with the demo, whatever kills the demo.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("demo: start %s: %w", s.name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	s.cmd, s.done = cmd, done
+	return nil
+}
+
+// kill SIGKILLs the stage and waits for it to exit.
+func (s *stage) kill() error {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil {
+		return errors.New("not running")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	<-done
+	return nil
+}
+
+// stop sends SIGTERM and waits up to grace, then SIGKILLs. It does nothing
+// when the stage is not running.
+func (s *stage) stop(grace time.Duration) {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// stopAll stops every stage at once, each with grace.
+func stopAll(stages []*stage, grace time.Duration) {
+	var wg sync.WaitGroup
+	for _, s := range stages {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.stop(grace)
+		}()
+	}
+	wg.Wait()
+}
+
+// waitForSlot waits until the relay has created its replication slot.
+func waitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string, max time.Duration) error {
+	deadline := time.Now().Add(max)
+	for {
+		if _, err := sql.New().RelaySlot(ctx, pool, slot); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: the relay did not create slot %s within %s; see its log", slot, max)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
