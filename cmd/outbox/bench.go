@@ -14,6 +14,10 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		for n := range benches {
 			names += " " + n
 		}
+		if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprintf(e.stdout, "usage: outbox bench TARGET [flags]; targets:%s; `outbox bench TARGET -h` for its flags\n", names)
+			return nil
+		}
 		return fmt.Errorf("%w: outbox bench TARGET [flags]; targets:%s", errUsage, names)
 	}
 	return benches[args[0]](ctx, e, args[1:])
