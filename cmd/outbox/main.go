@@ -236,8 +236,13 @@ func noArgs(c *cobra.Command, args []string) error {
 }
 
 // startEmbeddedKafka starts an in-process kfake cluster for --embedded-kafka
-// and points kc at it; the returned func stops it.
-func startEmbeddedKafka(ctx context.Context, e *env, kc *kafkaconn.Config, who string) (func(), error) {
+// and points kc at it; the returned func stops it. Under --check (checkOnly)
+// nothing starts: kc gets a placeholder broker so the settings validate.
+func startEmbeddedKafka(ctx context.Context, e *env, kc *kafkaconn.Config, who string, checkOnly bool) (func(), error) {
+	if checkOnly {
+		kc.Brokers = []string{"embedded"}
+		return func() {}, nil
+	}
 	c, err := embedkafka.Start(embedkafka.Config{})
 	if err != nil {
 		return nil, err

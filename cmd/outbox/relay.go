@@ -75,10 +75,8 @@ func relayCmd(e *env) *cobra.Command {
 				}
 			}()
 		}
-		if *embedded && *check {
-			kc.Brokers = []string{"embedded"}
-		} else if *embedded {
-			stopKafka, err := startEmbeddedKafka(ctx, e, &kc, "relay")
+		if *embedded {
+			stopKafka, err := startEmbeddedKafka(ctx, e, &kc, "relay", *check)
 			if err != nil {
 				return err
 			}

@@ -82,10 +82,8 @@ func transformCmd(e *env) *cobra.Command {
 		inputs := splitList(*input)
 		fn, routed := t.build(transformFlags{paymentTopic: *payment, shippingTopic: *shipping})
 
-		if *embedded && *check {
-			kc.Brokers = []string{"embedded"}
-		} else if *embedded {
-			stopKafka, err := startEmbeddedKafka(ctx, e, &kc, "transform")
+		if *embedded {
+			stopKafka, err := startEmbeddedKafka(ctx, e, &kc, "transform", *check)
 			if err != nil {
 				return err
 			}
