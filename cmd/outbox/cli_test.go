@@ -226,3 +226,14 @@ func TestBadDatabaseURLExitsFast(t *testing.T) {
 		}
 	}
 }
+
+// commandPath is how the binary names the command args run in its errors
+// ("outbox dlq list").
+func commandPath(t *testing.T, args []string) string {
+	t.Helper()
+	c, _, err := newRoot(&env0).Find(args)
+	if err != nil {
+		t.Fatalf("no command for %v: %v", args, err)
+	}
+	return c.CommandPath()
+}

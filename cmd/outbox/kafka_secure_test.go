@@ -629,7 +629,7 @@ func TestSecureKafkaBadSettingsFailFast(t *testing.T) {
 				require.Equal(t, 1, r.code, "exit status\nstderr:\n%s", r.stderr)
 				require.Less(t, r.took, 8*time.Second, "a bad setting must end the command within seconds, not be retried")
 				lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
-				require.Equal(t, "outbox "+args[0]+": "+c.line, lines[len(lines)-1], "the error line")
+				require.Equal(t, commandPath(t, args)+": "+c.line, lines[len(lines)-1], "the error line")
 				require.NotContains(t, r.stderr, "level=ERROR", "no client retry log before the error")
 				requireNoSecret(t, "outbox "+name, r.stdout+r.stderr, password, wrongPassword)
 			})
@@ -654,7 +654,7 @@ func TestSecureKafkaUnreachableAtStart(t *testing.T) {
 			r := runBinary(t, nil, time.Minute, append(args, "--brokers", closed)...)
 			require.Equal(t, 1, r.code, "stderr:\n%s", r.stderr)
 			require.Less(t, r.took, 8*time.Second)
-			require.Contains(t, r.stderr, "outbox "+args[0]+": kafka: no broker reachable: cannot connect to Kafka at "+closed+": connect: connection refused")
+			require.Contains(t, r.stderr, commandPath(t, args)+": kafka: no broker reachable: cannot connect to Kafka at "+closed+": connect: connection refused")
 		})
 	}
 	t.Run("relay waits", func(t *testing.T) {
