@@ -64,7 +64,31 @@ func (b *testBundle) produce(ctx context.Context, t *testing.T, n int, age time.
 	case "abort":
 		require.NoError(t, cl.EndTransaction(ctx, kgo.TryAbort))
 	}
+	if txn == "commit" || txn == "abort" {
+		b.waitMarker(ctx, t)
+	}
 	return cl
+}
+
+// waitMarker waits until the partition's last stable offset has reached its
+// high watermark. A real broker answers EndTxn once the decision is in the
+// transaction log and writes the markers after it, so until then the last
+// stable offset still sits before the transaction.
+func (b *testBundle) waitMarker(ctx context.Context, t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		stable, err := b.k.Admin().ListCommittedOffsets(ctx, b.topic)
+		if err != nil {
+			return false
+		}
+		end, err := b.k.Admin().ListEndOffsets(ctx, b.topic)
+		if err != nil {
+			return false
+		}
+		s, ok1 := stable.Lookup(b.topic, 0)
+		e, ok2 := end.Lookup(b.topic, 0)
+		return ok1 && ok2 && s.Err == nil && e.Err == nil && s.Offset == e.Offset
+	}, 20*time.Second, 20*time.Millisecond, "the transaction's marker never became stable")
 }
 
 // commit sets the group's offset from outside the group (it must be empty).
