@@ -94,18 +94,26 @@ DECLARE
     v_bad         text;
     v_err         text;
     v_detail      text;
+    -- Blank as Go's strings.TrimSpace sees it (unicode.IsSpace), whatever the
+    -- database's locale: ASCII white space, and in a UTF8 database U+0085,
+    -- U+00A0 and the other Unicode White_Space characters.
+    v_blank       text := '^[ \t\n\v\f\r]*$';
 BEGIN
-    IF NEW.aggregate_type ~ '^[[:space:]]*$' THEN
+    IF getdatabaseencoding() = 'UTF8' THEN
+        v_blank := '^[ \t\n\v\f\r' || chr(133) || chr(160) || chr(5760) || chr(8192) || '-' || chr(8202)
+            || chr(8232) || chr(8233) || chr(8239) || chr(8287) || chr(12288) || ']*$';
+    END IF;
+    IF NEW.aggregate_type ~ v_blank THEN
         RAISE EXCEPTION 'outbox: aggregate_type is required'
             USING ERRCODE = 'OB002', COLUMN = 'aggregate_type', TABLE = TG_TABLE_NAME, SCHEMA = TG_TABLE_SCHEMA,
                   HINT = 'Name the kind of entity the event is about, e.g. ''order''.';
     END IF;
-    IF NEW.aggregate_id ~ '^[[:space:]]*$' THEN
+    IF NEW.aggregate_id ~ v_blank THEN
         RAISE EXCEPTION 'outbox: aggregate_id is required'
             USING ERRCODE = 'OB003', COLUMN = 'aggregate_id', TABLE = TG_TABLE_NAME, SCHEMA = TG_TABLE_SCHEMA,
                   HINT = 'Give the entity''s id: it is the Kafka key, so one aggregate''s events stay in order.';
     END IF;
-    IF NEW.event_type ~ '^[[:space:]]*$' THEN
+    IF NEW.event_type ~ v_blank THEN
         RAISE EXCEPTION 'outbox: event_type is required'
             USING ERRCODE = 'OB004', COLUMN = 'event_type', TABLE = TG_TABLE_NAME, SCHEMA = TG_TABLE_SCHEMA,
                   HINT = 'Name what happened, e.g. ''order.created''.';

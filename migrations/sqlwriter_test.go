@@ -9,6 +9,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/outboxrelay/outbox/internal/pgtest"
@@ -33,25 +35,49 @@ func v7At(t time.Time) uuid.UUID {
 	return id
 }
 
-// TestSQLWriterMigrationOnInstalledDatabase: 00003 goes onto a database whose
-// events were written before it, including rows it would refuse now; they are
-// neither checked nor rewritten, maintain() still moves them between
-// partitions, and its Down restores the old behaviour.
+// upTo2 migrates a new database as a release before 00003 did: 00001 and
+// 00002 only, with goose itself, into the default schema.
+func upTo2(t *testing.T, url string) {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(url)
+	require.NoError(t, err)
+	cfg.RuntimeParams["search_path"] = migrations.DefaultSchema
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	_, err = db.ExecContext(ctx, "CREATE SCHEMA "+migrations.DefaultSchema)
+	require.NoError(t, err)
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	require.NoError(t, err)
+	res, err := p.UpTo(ctx, 2)
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+}
+
+// TestSQLWriterMigrationOnInstalledDatabase: 00003 goes onto a database
+// migrated to 00002 whose events and idempotency keys were written before it,
+// including rows it would refuse now; they are neither checked nor rewritten
+// (00003 adds no constraint, so there is nothing to validate, NOT VALID or
+// not), a key completed before it is replayed by claim_key, maintain() still
+// moves old rows between partitions, and its Down restores the old behaviour.
 func TestSQLWriterMigrationOnInstalledDatabase(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)
+	upTo2(t, url)
 	m, err := migrations.Open(ctx, url, "", nil)
 	require.NoError(t, err)
 	defer m.Close()
-	_, err = m.Up(ctx)
+	current, _, err := m.Version(ctx)
 	require.NoError(t, err)
-	_, err = m.DownTo(ctx, 2)
-	require.NoError(t, err)
+	require.EqualValues(t, 2, current)
 
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `INSERT INTO outbox.idempotency_keys (scope, idem_key, fingerprint, status, response_code, response_body, completed_at, expires_at)
+		VALUES ('c-1', 'before-00003', 'fp', 'completed', 201, '\x7b7d', now(), now() + interval '1 day')`)
+	require.NoError(t, err)
 	insert := `INSERT INTO outbox.events (event_id, aggregate_type, aggregate_id, event_type, payload) VALUES ($1, 'order', 'A-1', 'order.created', $2)`
 	future := time.Now().UTC().AddDate(0, 0, 20)
 	old := map[uuid.UUID][]byte{
@@ -69,10 +95,24 @@ func TestSQLWriterMigrationOnInstalledDatabase(t *testing.T) {
 		return s
 	}
 	before := snapshot()
+	constraints := func() string {
+		var s string
+		require.NoError(t, conn.QueryRow(ctx, `SELECT string_agg(conrelid::regclass || ' ' || conname || ' ' || convalidated, ',' ORDER BY conrelid::regclass::text, conname)
+			FROM pg_constraint WHERE connamespace = 'outbox'::regnamespace`).Scan(&s))
+		return s
+	}
+	constraintsBefore := constraints()
 
-	_, err = m.Up(ctx)
+	res, err := m.Up(ctx)
 	require.NoError(t, err)
+	require.Len(t, res, 1, "00003 alone")
 	require.Equal(t, before, snapshot(), "old rows are not rewritten")
+	var outcome string
+	var code int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT outcome, response_code FROM outbox.claim_key('c-1', 'before-00003', 'fp')`).Scan(&outcome, &code))
+	require.Equal(t, "replay", outcome)
+	require.Equal(t, 201, code)
+	require.Equal(t, constraintsBefore, constraints(), "00003 adds no constraint that old rows would have to meet")
 	_, err = conn.Exec(ctx, insert, uuid.New(), []byte(`{}`))
 	require.Equal(t, "OB001", sqlState(err), "new rows are checked: %v", err)
 

@@ -126,6 +126,8 @@ func TestSQLPathRejectsWhatGoRejects(t *testing.T) {
 		{"uuid v4 id", func(e *outbox.Event) { e.ID = uuid.New() }, outbox.ErrInvalidEventID, "OB001"},
 		{"missing aggregate type", func(e *outbox.Event) { e.AggregateType = "" }, outbox.ErrMissingAggregateType, "OB002"},
 		{"blank aggregate id", func(e *outbox.Event) { e.AggregateID = " \t" }, outbox.ErrMissingAggregateID, "OB003"},
+		{"unicode blank aggregate id", func(e *outbox.Event) { e.AggregateID = "\u00a0\u3000\u2007\u0085" }, outbox.ErrMissingAggregateID, "OB003"},
+		{"unicode blank event type", func(e *outbox.Event) { e.EventType = "\u2028\v\u202f" }, outbox.ErrMissingEventType, "OB004"},
 		{"missing event type", func(e *outbox.Event) { e.EventType = "" }, outbox.ErrMissingEventType, "OB004"},
 		{"payload over 1 MiB", func(e *outbox.Event) {
 			e.Payload = []byte(`"` + strings.Repeat("x", outbox.DefaultMaxPayloadBytes-1) + `"`)
@@ -205,6 +207,7 @@ func TestSQLPathAcceptsWhatGoAccepts(t *testing.T) {
 			e.Kind, e.Topic, e.FanoutTopics = outbox.KindRecord, "orders.state", []string{"audit.orders", "A_b-9"}
 		}},
 		{"caller's UUIDv7", func(e *outbox.Event) { e.ID = uuid.Must(uuid.NewV7()) }},
+		{"zero-width space is not blank", func(e *outbox.Event) { e.AggregateID = "\u200b" }},
 		{"headers with a correlation id", func(e *outbox.Event) { e.Headers = map[string]string{"correlation_id": "req-1", "tenant": "acme"} }},
 	}
 	for _, tc := range cases {
@@ -598,14 +601,20 @@ func docBlocks(t *testing.T, lang string) []string {
 	return out
 }
 
-// psqlBin finds psql for the server the tests run on: beside the server
-// binaries the pgtest harness starts (OUTBOX_PG_BIN, then the packaged
-// folders for the server's major version), else on PATH.
+// psqlBin finds psql for the server the tests run on: in the server's own
+// BINDIR (the install the pgtest harness started it from, when the test role
+// may read pg_config), else beside the server binaries the harness would pick
+// (OUTBOX_PG_BIN, then the packaged folders for the server's major version),
+// else on PATH.
 func psqlBin(t *testing.T, pool *pgxpool.Pool) string {
 	t.Helper()
 	var major int
 	require.NoError(t, pool.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int / 10000`).Scan(&major))
 	var cands []string
+	var bindir string
+	if err := pool.QueryRow(context.Background(), `SELECT setting FROM pg_config WHERE name = 'BINDIR'`).Scan(&bindir); err == nil && bindir != "" {
+		cands = append(cands, filepath.Join(bindir, "psql"))
+	}
 	if d := os.Getenv("OUTBOX_PG_BIN"); d != "" {
 		cands = append(cands, filepath.Join(d, "psql"))
 	}
@@ -655,6 +664,11 @@ func TestDocsFromAnyLanguagePsql(t *testing.T) {
 		switch blk.lang {
 		case "sh":
 			sh++
+			if strings.HasPrefix(blk.text, "outbox migrate up") {
+				// The preparation block: setup has migrated and made orders.
+				// TestDocLines (cmd/outbox) runs it with the built binary.
+				continue
+			}
 			out, err := run("set -euo pipefail\n" + blk.text)
 			require.NoError(t, err, "%s\n%s", blk.text, out)
 		case "console":
@@ -686,7 +700,7 @@ func TestDocsFromAnyLanguagePsql(t *testing.T) {
 			check()
 		}
 	}
-	require.Equal(t, 2, sh, "the section's sh blocks: the transaction, the limits")
+	require.Equal(t, 3, sh, "the section's sh blocks: the preparation, the transaction, the limits")
 	require.Equal(t, 1, console)
 
 	// The transaction's order, events and key.
@@ -730,6 +744,40 @@ func TestDocsFromAnyLanguagePsql(t *testing.T) {
 	require.Equal(t, "OB005", sqlState(err))
 }
 
+// nodePG installs node-postgres once (scripts/ensure-node-pg.sh) and returns
+// its node_modules folder. Without node and npm the test fails saying what to
+// install: the Node path is part of what the SQL writer promises.
+func nodePG(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ensure := exec.CommandContext(ctx, "bash", filepath.Join("..", "scripts", "ensure-node-pg.sh"))
+	var stderr bytes.Buffer
+	ensure.Stderr = &stderr
+	out, err := ensure.Output()
+	require.NoError(t, err, "scripts/ensure-node-pg.sh: %s", stderr.String())
+	dir := strings.TrimSpace(string(out))
+	require.DirExists(t, filepath.Join(dir, "pg"))
+	return dir
+}
+
+// runNode runs a Node script with node-postgres on its module path and env
+// added to the environment, and returns what it printed. The script failing
+// fails the test.
+func runNode(t *testing.T, script string, env ...string) []byte {
+	t.Helper()
+	modules := nodePG(t)
+	path := filepath.Join(t.TempDir(), "script.js")
+	require.NoError(t, os.WriteFile(path, []byte(script), 0o644))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	node := exec.CommandContext(ctx, "node", path)
+	node.Env = append(append(os.Environ(), "NODE_PATH="+modules), env...)
+	out, err := node.CombinedOutput()
+	require.NoError(t, err, "node:\n%s", out)
+	return out
+}
+
 // TestDocsFromAnyLanguageNode runs the Node example of docs/writer.md with
 // node-postgres (scripts/ensure-node-pg.sh installs it once) and reads back
 // what it wrote: the order, a write_event event and a plain INSERT event with
@@ -741,22 +789,7 @@ func TestDocsFromAnyLanguageNode(t *testing.T) {
 	js := docBlocks(t, "js")
 	require.Len(t, js, 1, "docs/writer.md has one Node example")
 
-	ensure := exec.Command("bash", filepath.Join("..", "scripts", "ensure-node-pg.sh"))
-	var stderr bytes.Buffer
-	ensure.Stderr = &stderr
-	out, err := ensure.Output()
-	require.NoError(t, err, "scripts/ensure-node-pg.sh: %s", stderr.String())
-	nodeModules := strings.TrimSpace(string(out))
-	require.DirExists(t, filepath.Join(nodeModules, "pg"))
-
-	script := filepath.Join(t.TempDir(), "place_order.js")
-	require.NoError(t, os.WriteFile(script, []byte(js[0]), 0o644))
-	runCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	node := exec.CommandContext(runCtx, "node", script)
-	node.Env = append(os.Environ(), "DATABASE_URL="+b.url, "NODE_PATH="+nodeModules)
-	out, err = node.CombinedOutput()
-	require.NoError(t, err, "node:\n%s", out)
+	out := runNode(t, js[0], "DATABASE_URL="+b.url)
 
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	require.Len(t, lines, 4, "%s", out)

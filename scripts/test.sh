@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/ensure-postgres.sh
 bash scripts/ensure-kafka.sh
+bash scripts/ensure-node-pg.sh >/dev/null
 
 echo "== verify: gofmt, go vet, sqlc, go.mod"
 unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"

@@ -33,6 +33,12 @@ var sharedFlags = map[string]bool{
 	"metrics-addr": true, "log-level": true, "log-format": true,
 }
 
+// ownWorld commands start their own Postgres and Kafka unless told
+// otherwise: a demo or bench run must never land on the database a shell
+// exports for the stages, so for them even the shared flags read
+// OUTBOX_<COMMAND>_<FLAG> (OUTBOX_DEMO_DATABASE_URL), all but the log flags.
+var ownWorld = map[string]bool{"demo": true, "bench": true}
+
 // envAliases are variables flags read before the names were derived from the
 // flags; they still work, after the derived name. Keyed by "COMMAND FLAG".
 var envAliases = map[string][]string{
@@ -82,7 +88,8 @@ func envNames(c *cobra.Command, flag string) []string {
 	name := strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 	top := topCommand(c)
 	primary := "OUTBOX_" + name
-	if !sharedFlags[flag] && top != "" {
+	shared := sharedFlags[flag] && (!ownWorld[top] || strings.HasPrefix(flag, "log-"))
+	if !shared && top != "" {
 		primary = "OUTBOX_" + strings.ToUpper(strings.ReplaceAll(top, "-", "_")) + "_" + name
 	}
 	return append([]string{primary}, envAliases[top+" "+flag]...)

@@ -1,8 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/outboxrelay/outbox/internal/demo"
 )
@@ -11,17 +16,19 @@ import (
 // so the demo's stage processes work under `go test` as with the real binary.
 const execMainEnv = "OUTBOX_EXEC_MAIN"
 
-// runDemo runs the whole pipeline (demo.Run): a throwaway Postgres (or
-// --database-url), an in-process kfake or, with --kafka apache, a real Apache
-// Kafka broker started for the demo (or existing --brokers), an order service
-// with a load generator, and the relay, the orders transform and two sinks as
-// child processes of this binary; then it prints the audit with a pass/fail
-// line. A failed audit exits 1; a bad flag value exits 2 before anything starts.
-func runDemo(ctx context.Context, e *env, args []string) error {
+// demoCmd is `outbox demo`: its flags make a demo.Config, and demo.Run runs
+// the whole pipeline once (a throwaway Postgres or --database-url, kfake,
+// Apache Kafka or --brokers, an order service with a load generator, and the
+// stages as child processes of this binary), then the audit is printed with
+// a pass/fail line. A failed audit exits 1; a bad value exits 2 before
+// anything starts.
+func demoCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "demo", Short: "run the whole pipeline on a throwaway Postgres and an embedded Kafka, then audit it", Args: noArgs}
 	cfg := demo.DefaultConfig()
-	fs := newFlagSet(e, "demo")
+	fs := c.Flags()
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "use this Postgres instead of a throwaway cluster (needs wal_level=logical)")
-	registerKafkaStd(fs, &cfg.Kafka)
+	markSecret(fs, "database-url")
+	cfg.Kafka.Register(fs)
 	fs.StringVar(&cfg.KafkaKind, "kafka", "", "the Kafka to start when --brokers is not given: kfake (the default: in-process, instant) or apache (a real one-node Apache Kafka broker from scripts/kafka.sh, needs Java 17+; stopped at the end)")
 	fs.IntVar(&cfg.Orders, "orders", cfg.Orders, "orders to place, at least 1")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "orders per second, above 0")
@@ -33,26 +40,74 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.BoolVar(&cfg.KeepLogs, "keep-logs", false, "keep the temp log dir after a passing run too (a failed run always keeps it)")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no live progress view")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics /healthz /readyz for the demo process on this address")
-	if err := fs.Parse(args); err != nil {
-		return err
+	check := checkFlag(fs)
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		if err := cfg.Validate(); err != nil {
+			return invalidConfig(err, e.sources)
+		}
+		if *check {
+			return printEffective(e.stdout, c, e.sources)
+		}
+		cfg.Logger, cfg.StageEnv = e.logger, stageEnv(c, e.sources)
+		report, err := demo.Run(c.Context(), cfg, e.stdout)
+		if report != nil {
+			fmt.Fprint(e.stdout, report)
+		}
+		if err != nil {
+			return err
+		}
+		if !report.Pass() {
+			return exitError{code: 1, msg: "audit failed"}
+		}
+		return nil
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	cfg.Logger, cfg.StageEnv = e.logger, []string{execMainEnv + "=1"}
+	return c
+}
 
-	report, err := demo.Run(ctx, cfg, e.stdout)
-	if report != nil {
-		fmt.Fprint(e.stdout, report)
+var flagInError = regexp.MustCompile(`--[a-z][a-z0-9-]*`)
+
+// invalidConfig is a Config's Validate error as a usage error. Validate names
+// flags, but a value may have come from a variable the user no longer has in
+// mind (an export in the shell), so each line also names the variables that
+// set the flags it mentions.
+func invalidConfig(err error, src flagSources) error {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		var from []string
+		for _, f := range flagInError.FindAllString(l, -1) {
+			if s, ok := strings.CutPrefix(src[strings.TrimPrefix(f, "--")], "env "); ok {
+				from = append(from, s)
+			}
+		}
+		if len(from) > 0 {
+			lines[i] = l + " (from " + strings.Join(from, ", ") + ")"
+		}
 	}
-	if err != nil {
-		return err
+	return fmt.Errorf("%w: %s", errUsage, strings.Join(lines, "\n"))
+}
+
+// stageEnv is the environment the stages that demo and bench start as child
+// processes get on top of this process's own. They inherit it, so every
+// OUTBOX_* variable of the shell would reach them too: OUTBOX_SCHEMA would
+// point the relay at a schema the demo never migrated, OUTBOX_METRICS_ADDR
+// would make four processes bind one port, OUTBOX_RELAY_LINGER would skew the
+// bench. So each is blanked (an empty variable counts as unset), except the
+// log settings; and the Kafka TLS and SASL settings of c, from a flag or a
+// variable, are passed as their variables, so a secured broker given to the
+// demo reaches its stages without a password on their command lines. The
+// stages' other settings are the flags the demo and bench give them.
+func stageEnv(c *cobra.Command, src flagSources) []string {
+	vars := []string{}
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "OUTBOX_") && name != "OUTBOX_LOG_LEVEL" && name != "OUTBOX_LOG_FORMAT" {
+			vars = append(vars, name+"=")
+		}
 	}
-	if !report.Pass() {
-		return exitError{code: 1, msg: "audit failed"}
-	}
-	return nil
+	c.Flags().VisitAll(func(f *pflag.Flag) {
+		if sharedFlags[f.Name] && strings.HasPrefix(f.Name, "kafka-") && src[f.Name] != "default" {
+			vars = append(vars, envNames(c, f.Name)[0]+"="+f.Value.String())
+		}
+	})
+	return append(vars, execMainEnv+"=1")
 }

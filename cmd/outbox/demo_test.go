@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -124,11 +126,20 @@ func TestDemoApacheKafkaChaos(t *testing.T) {
 
 // TestDemoNotSettledFails: a run cut short by a tiny --timeout stops its
 // stages, audits what is there and fails (exit 1), naming the stages that
-// were behind with their counts, and keeps its logs where it says.
+// were behind with their counts, and keeps its logs where it says. The
+// settings come from the environment, as a shell's exports would give them,
+// and the shell's other OUTBOX_* variables must not reach the stages: a
+// leaked OUTBOX_SLOT would make the relay create another slot than the one
+// the demo waits for, and a leaked OUTBOX_METRICS_ADDR would make the relay
+// fail to bind the port the demo itself serves on; either ends the run
+// without an audit.
 func TestDemoNotSettledFails(t *testing.T) {
 	tmp := demoTmpDir(t)
-	code, out, errOut := execOutbox(t, map[string]string{"TMPDIR": tmp}, 3*time.Minute,
-		"demo", "--orders", "60", "--rate", "200", "--quiet", "--timeout", "1s")
+	env := map[string]string{
+		"TMPDIR": tmp, "OUTBOX_DEMO_ORDERS": "60", "OUTBOX_DEMO_RATE": "200", "OUTBOX_DEMO_QUIET": "true", "OUTBOX_DEMO_TIMEOUT": "1s",
+		"OUTBOX_SLOT": "not_the_demos_slot", "OUTBOX_METRICS_ADDR": demoMetricsAddr(t),
+	}
+	code, out, errOut := execOutbox(t, env, 3*time.Minute, "demo")
 	t.Log(out)
 	if code != 1 {
 		t.Errorf("demo exited %d, want 1\nstderr:\n%s", code, errOut)
@@ -179,18 +190,127 @@ func TestDemoFlagsRejected(t *testing.T) {
 		{[]string{"--orders", "10", "extra"}, "unexpected arguments"},
 	} {
 		args := append([]string{"demo"}, tc.args...)
-		began := time.Now()
-		code, out, errOut := execOutbox(t, nil, time.Minute, args...)
-		if code != 2 || !strings.Contains(errOut, tc.flag) {
-			t.Errorf("%q: exit %d, stderr %q; want exit 2 and a usage error naming %q", args, code, errOut, tc.flag)
+		r := runBinary(t, nil, time.Minute, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.flag) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and a usage error naming %q", args, r.code, r.stderr, tc.flag)
 		}
-		if out != "" {
-			t.Errorf("%q started something: %s", args, out)
+		if r.stdout != "" {
+			t.Errorf("%q started something: %s", args, r.stdout)
 		}
-		if took := time.Since(began); took > 20*time.Second {
-			t.Errorf("%q took %s to be rejected", args, took)
+		if r.took > 20*time.Second {
+			t.Errorf("%q took %s to be rejected", args, r.took)
 		}
 	}
+}
+
+// TestDemoAndBenchEnvRejected: a bad value from the environment is rejected
+// as the flag's would be, and the error names the variable, which the user
+// may have forgotten exporting. A flag on the command line still wins.
+func TestDemoAndBenchEnvRejected(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{map[string]string{"OUTBOX_DEMO_ORDERS": "0"}, []string{"demo"}, []string{"--orders 0", "OUTBOX_DEMO_ORDERS"}},
+		{map[string]string{"OUTBOX_DEMO_ORDERS": "-5"}, []string{"demo"}, []string{"--orders -5", "OUTBOX_DEMO_ORDERS"}},
+		{map[string]string{"OUTBOX_DEMO_ORDERS": "many"}, []string{"demo"}, []string{"OUTBOX_DEMO_ORDERS=many"}},
+		{map[string]string{"OUTBOX_DEMO_ORDERS": "10", "OUTBOX_DEMO_TIMEOUT": "0s"}, []string{"demo", "--orders", "0"}, []string{"--orders 0", "--timeout 0s", "OUTBOX_DEMO_TIMEOUT"}},
+		{map[string]string{"OUTBOX_DEMO_KAFKA": "apache", "OUTBOX_DEMO_BROKERS": "127.0.0.1:1"}, []string{"demo"}, []string{"--kafka apache", "OUTBOX_DEMO_KAFKA", "OUTBOX_DEMO_BROKERS"}},
+		{map[string]string{"OUTBOX_BENCH_EVENTS": "-1"}, []string{"bench", "relay"}, []string{"--events -1", "OUTBOX_BENCH_EVENTS"}},
+	} {
+		r := runBinary(t, tc.env, time.Minute, tc.args...)
+		if r.code != 2 || r.stdout != "" || r.took > 20*time.Second {
+			t.Errorf("env %v, %q: exit %d after %s, stdout %q; want exit 2 at once, nothing started\n%s", tc.env, tc.args, r.code, r.took, r.stdout, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("env %v, %q: stderr lacks %q:\n%s", tc.env, tc.args, w, r.stderr)
+			}
+		}
+		if strings.Contains(r.stderr, "OUTBOX_DEMO_ORDERS") && slices.Contains(tc.args, "--orders") {
+			t.Errorf("env %v, %q: the error blames the variable although --orders was given:\n%s", tc.env, tc.args, r.stderr)
+		}
+	}
+}
+
+// TestDemoAndBenchCommandLine: demo and bench are commands like the others:
+// help exits 0 and names each flag's variable, an unknown flag or action is a
+// short usage error, and bench without a target lists its targets.
+func TestDemoAndBenchCommandLine(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		code int
+		want []string // on stdout for exit 0, else on stderr
+	}{
+		{[]string{"demo", "-h"}, 0, []string{"--orders int", "OUTBOX_DEMO_ORDERS", "(default 300)", "--timeout", "OUTBOX_DEMO_TIMEOUT", "OUTBOX_DEMO_DATABASE_URL", "OUTBOX_DEMO_BROKERS", "OUTBOX_LOG_LEVEL"}},
+		{[]string{"bench", "relay", "-h"}, 0, []string{"--events int", "OUTBOX_BENCH_EVENTS", "(default 1000000)", "--relay-cpuprofile", "OUTBOX_BENCH_BROKERS"}},
+		{[]string{"bench", "-h"}, 0, []string{"relay"}},
+		{[]string{"bench"}, 2, []string{"relay"}},
+		{[]string{"bench", "writer"}, 2, []string{`unknown action "writer"`}},
+		{[]string{"demo", "--no-such-flag"}, 2, []string{"unknown flag: --no-such-flag", "outbox demo -h"}},
+		{[]string{"bench", "relay", "--no-such-flag"}, 2, []string{"unknown flag: --no-such-flag", "outbox bench relay -h"}},
+		{[]string{"demo", "--orders"}, 2, []string{"flag needs an argument"}},
+	} {
+		r := runBinary(t, nil, time.Minute, tc.args...)
+		got := r.stderr
+		if tc.code == 0 {
+			got = r.stdout
+		}
+		if r.code != tc.code {
+			t.Errorf("outbox %q: exit %d, want %d\n%s%s", tc.args, r.code, tc.code, r.stdout, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("outbox %q: output lacks %q:\n%s", tc.args, w, got)
+			}
+		}
+		if tc.code == 2 && tc.args[len(tc.args)-1] != "bench" && strings.Count(r.stderr, "\n") > 2 {
+			t.Errorf("outbox %q: a usage error of more than two lines:\n%s", tc.args, r.stderr)
+		}
+	}
+}
+
+// TestDemoCheck: --check shows the demo's effective settings with where each
+// came from, the database password redacted, and starts nothing. The stages'
+// own OUTBOX_DATABASE_URL and OUTBOX_BROKERS do not reach it: a shell set up
+// for production must not turn the demo onto the production database.
+func TestDemoCheck(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"OUTBOX_DEMO_ORDERS": "7", "OUTBOX_DEMO_DATABASE_URL": "postgres://u:s3cret@127.0.0.1:1/db",
+		"OUTBOX_DATABASE_URL": "postgres://prod:s3cret@127.0.0.2:1/prod", "OUTBOX_BROKERS": "127.0.0.2:9092"}
+	r := runBinary(t, env, time.Minute, "demo", "--check", "--rate", "3")
+	got := strings.Join(strings.Fields(r.stdout), " ")
+	if r.code != 0 || r.took > 20*time.Second {
+		t.Fatalf("demo --check: exit %d after %s, want 0 at once\n%s%s", r.code, r.took, r.stdout, r.stderr)
+	}
+	for _, w := range []string{"--orders 7 env OUTBOX_DEMO_ORDERS", "--rate 3 flag", "--timeout 5m0s default", "--database-url postgres://u:xxxxx@127.0.0.1:1/db env OUTBOX_DEMO_DATABASE_URL"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("demo --check lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout+r.stderr, "s3cret") {
+		t.Errorf("demo --check printed the password:\n%s%s", r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stdout, "127.0.0.2") {
+		t.Errorf("demo --check took the stages' OUTBOX_DATABASE_URL or OUTBOX_BROKERS:\n%s", r.stdout)
+	}
+}
+
+// demoMetricsAddr is a loopback address nothing listens on just now.
+func demoMetricsAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
 }
 
 func TestUnknownCommandAndUsage(t *testing.T) {
@@ -244,12 +364,12 @@ func TestBenchRelayFlagsRejected(t *testing.T) {
 		{[]string{"--events", "0", "--rate", "0", "--huge-events", "0"}, "nothing to measure"},
 	} {
 		args := append([]string{"bench", "relay"}, tc.args...)
-		code, out, errOut := execOutbox(t, nil, time.Minute, args...)
-		if code != 2 || !strings.Contains(errOut, tc.flag) {
-			t.Errorf("%q: exit %d, stderr %q; want exit 2 and a usage error naming %q", args, code, errOut, tc.flag)
+		r := runBinary(t, nil, time.Minute, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.flag) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and a usage error naming %q", args, r.code, r.stderr, tc.flag)
 		}
-		if out != "" {
-			t.Errorf("%q started something: %s", args, out)
+		if r.stdout != "" {
+			t.Errorf("%q started something: %s", args, r.stdout)
 		}
 	}
 }

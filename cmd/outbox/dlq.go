@@ -68,6 +68,17 @@ func (f *dlqFlags) opts(ctx context.Context) ([]kgo.Opt, error) {
 	return opts, nil
 }
 
+// explain turns a missing dead-letter topic into one line saying what that
+// usually means (a wrong --topic, or nothing ever dead-lettered there)
+// instead of the broker's UNKNOWN_TOPIC_OR_PARTITION, which reads like an
+// outage. Other errors pass unchanged.
+func (f *dlqFlags) explain(err error) error {
+	if errors.Is(err, deadletter.ErrTopicNotFound) {
+		return exitError{code: 1, msg: fmt.Sprintf("topic %s does not exist (no dead letters yet, or a wrong --topic; `outbox topics apply` creates it)", f.topic)}
+	}
+	return err
+}
+
 func (f *dlqFlags) filter() (deadletter.Filter, error) {
 	flt := deadletter.Filter{OriginTopic: f.origin, ErrorContains: f.errText, Key: f.key}
 	var err error
@@ -138,7 +149,7 @@ func dlqListCmd(e *env) *cobra.Command {
 			return nil
 		})
 		if err != nil && !errors.Is(err, errStop) {
-			return err
+			return f.explain(err)
 		}
 		if !*asJSON {
 			if err := tw.Flush(); err != nil {
@@ -171,7 +182,7 @@ func dlqShowCmd(e *env) *cobra.Command {
 		}
 		l, err := deadletter.Get(ctx, opts, f.topic, pos)
 		if err != nil {
-			return err
+			return f.explain(err)
 		}
 		if *asJSON {
 			enc := json.NewEncoder(e.stdout)
@@ -296,6 +307,10 @@ func dlqReplayCmd(e *env) *cobra.Command {
 		}
 		res, err := deadletter.Replay(ctx, opts, cfg)
 		bar.finish()
+		if errors.Is(err, deadletter.ErrTopicNotFound) {
+			// Nothing was read: a summary of zeros would read as "all done".
+			return f.explain(err)
+		}
 		if *dryRun || err == nil {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "POSITION\tKEY\tEVENT_ID\tREPLAYS\tACTION\tTO")

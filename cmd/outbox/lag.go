@@ -18,9 +18,10 @@ import (
 // exitLagAlert is lag's exit code when a group breaches --fail-on or a threshold.
 const exitLagAlert = 3
 
-// runLag is `outbox lag`: consumer lag per group and partition, in records and
-// seconds, with Burrow statuses; exit 3 on an alert; --watch and --metrics-addr
-// keep sampling and serve the figures as gauges.
+// lagCmd is `outbox lag`: consumer lag per group and partition, in records and
+// seconds, with Burrow statuses; exit 3 on an alert, 1 when a named group does
+// not exist; --watch and --metrics-addr keep sampling and serve the figures as
+// gauges.
 func lagCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "lag", Short: "consumer lag per group and partition, in records and seconds", Args: noArgs}
 	fs := c.Flags()
@@ -104,6 +105,9 @@ func lagCmd(e *env) *cobra.Command {
 					if err := show(r); err != nil {
 						return err
 					}
+					if len(r.Missing) > 0 {
+						e.logger.WarnContext(ctx, "lag: groups not found", "groups", strings.Join(r.Missing, ","))
+					}
 					if msg := lagAlert(r, severity, *maxRecords, *maxAge); msg != "" {
 						e.logger.WarnContext(ctx, "lag: alert", "reason", msg)
 					}
@@ -132,6 +136,11 @@ func lagCmd(e *env) *cobra.Command {
 		if err := show(r); err != nil {
 			return err
 		}
+		// A named group that does not exist cannot be judged: exit 1 rather
+		// than 0, so a typo in a cron check's --group does not pass forever.
+		if len(r.Missing) > 0 {
+			return exitError{code: 1, msg: missingGroups(r.Missing)}
+		}
 		if msg := lagAlert(r, severity, *maxRecords, *maxAge); msg != "" {
 			return exitError{code: exitLagAlert, msg: msg}
 		}
@@ -157,10 +166,29 @@ func lagAlert(r lagcheck.Report, severity int, maxRecords int64, maxAge time.Dur
 	return strings.Join(why, "; ")
 }
 
+// missingGroups says which named groups the cluster does not know, and why
+// that may be.
+func missingGroups(names []string) string {
+	return fmt.Sprintf("no consumer group named %s on the cluster (no member, no committed offset): a wrong --group, or its stage has not committed yet; without --group every group is checked",
+		strings.Join(names, ", "))
+}
+
+// noGroups is the line for a cluster with no consumer group at all.
+const noGroups = "no consumer group on the cluster: no stage has joined a group or committed an offset yet (or --brokers names another cluster); pass --group NAME to check a stage's group by name"
+
 func writeLagTable(w io.Writer, r lagcheck.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "# %s\n", r.At.UTC().Format(time.RFC3339))
-	fmt.Fprintln(tw, "GROUP\tSTATUS\tSTATE\tMEMBERS\tTOPIC\tPARTITION\tCOMMITTED\tLSO\tHWM\tLAG\tLAG_SECONDS\tPARTITION_STATUS")
+	// A header over no rows reads as "every group is fine".
+	switch {
+	case len(r.Groups) == 0 && len(r.Missing) == 0:
+		fmt.Fprintln(tw, noGroups)
+	case len(r.Missing) > 0:
+		fmt.Fprintln(tw, missingGroups(r.Missing))
+	}
+	if len(r.Groups) > 0 {
+		fmt.Fprintln(tw, "GROUP\tSTATUS\tSTATE\tMEMBERS\tTOPIC\tPARTITION\tCOMMITTED\tLSO\tHWM\tLAG\tLAG_SECONDS\tPARTITION_STATUS")
+	}
 	for _, g := range r.Groups {
 		status := g.Status.String()
 		if g.Status == lagcheck.StatusErr {
@@ -199,9 +227,10 @@ func writeLagJSON(w io.Writer, r lagcheck.Report) error {
 		Partitions []part  `json:"partitions"`
 	}
 	out := struct {
-		At     time.Time `json:"at"`
-		Groups []group   `json:"groups"`
-	}{At: r.At.UTC()}
+		At      time.Time `json:"at"`
+		Groups  []group   `json:"groups"`
+		Missing []string  `json:"missing_groups"`
+	}{At: r.At.UTC(), Groups: []group{}, Missing: append([]string{}, r.Missing...)}
 	for _, g := range r.Groups {
 		jg := group{Group: g.Group, Status: g.Status.String(), Worst: g.Worst.String(), State: g.State, Members: g.Members, Lag: g.Lag, LagSeconds: g.MaxLagSeconds}
 		for _, p := range g.Partitions {

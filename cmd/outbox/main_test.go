@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/outboxrelay/outbox/internal/kafkatest"
 	"github.com/outboxrelay/outbox/internal/pgtest"
 )
 
@@ -15,5 +16,6 @@ func TestMain(m *testing.M) {
 	}
 	code := pgtest.Main(m)
 	stopSecureKafka()
+	kafkatest.StopShared()
 	os.Exit(code)
 }

@@ -2,56 +2,74 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/topicspec"
 )
 
-// topicsCmd is `outbox topics apply -f topics.yaml [--dry-run]`: print the
-// diff between the file and the cluster, then apply it.
+// topicsCmd is `outbox topics apply|plan -f topics.yaml`: print the diff
+// between the file and the cluster, with what topicspec refuses or warns
+// about, then (apply) make it.
 func topicsCmd(e *env) *cobra.Command {
 	apply := &cobra.Command{Use: "apply", Short: "create or update topics from a file, after printing the plan", Args: noArgs}
-	fs := apply.Flags()
-	var kc kafkaconn.Config
-	kc.Register(fs)
-	file := fs.StringP("file", "f", "deploy/topics.yaml", "topics file")
-	dryRun := fs.Bool("dry-run", false, "print the changes without making them")
-	rf := fs.Int("replication-factor", 0, "override every topic's replication factor (e.g. 1 on a single-broker dev cluster); 0 keeps the file's")
+	af := registerTopicsFlags(apply.Flags())
+	dryRun := apply.Flags().Bool("dry-run", false, "print the changes without making them (as topics plan does)")
 	apply.RunE = func(c *cobra.Command, _ []string) error {
-		return runTopicsApply(c.Context(), e, kc, *file, *dryRun, *rf)
+		return runTopics(c.Context(), e, af, *dryRun)
 	}
-	return groupCmd(e, "topics", "create or update topics from a file: apply -f topics.yaml [--dry-run]", apply)
+	plan := &cobra.Command{Use: "plan", Short: "print what topics apply would change, and what it would refuse; change nothing", Args: noArgs}
+	pf := registerTopicsFlags(plan.Flags())
+	plan.RunE = func(c *cobra.Command, _ []string) error {
+		return runTopics(c.Context(), e, pf, true)
+	}
+	return groupCmd(e, "topics", "create or update topics from a file: apply -f topics.yaml [--dry-run] | plan -f topics.yaml", apply, plan)
 }
 
-func runTopicsApply(ctx context.Context, e *env, kc kafkaconn.Config, file string, dryRun bool, rf int) error {
-	f, err := topicspec.Load(file)
-	if err != nil {
-		return err
+// topicsFlags are the flags apply and plan share: plan must judge exactly
+// what apply would do.
+type topicsFlags struct {
+	kc               kafkaconn.Config
+	file             string
+	rf               int
+	allowRepartition bool
+}
+
+func registerTopicsFlags(fs *pflag.FlagSet) *topicsFlags {
+	f := &topicsFlags{}
+	f.kc.Register(fs)
+	fs.StringVarP(&f.file, "file", "f", "deploy/topics.yaml", "topics file")
+	fs.IntVar(&f.rf, "replication-factor", 0, "override every topic's replication factor (e.g. 1 on a single-broker dev cluster; -1 the brokers' default); 0 keeps the file's")
+	fs.BoolVar(&f.allowRepartition, "allow-repartition", false, "raise the partition count of keyed topics that hold records, although records of an existing key then go to another partition and lose per-key order across the change")
+	return f
+}
+
+// runTopics prints the plan and, unless dryRun, applies it. A plan topicspec
+// refuses fails the dry run too, so a CI step running plan catches what
+// apply would refuse.
+func runTopics(ctx context.Context, e *env, f *topicsFlags, dryRun bool) error {
+	// Checked before connecting, so a typo fails without a broker.
+	if f.rf < topicspec.BrokerDefault {
+		return fmt.Errorf("%w: --replication-factor %d: want 1 or more, -1 for the brokers' default, or 0 to keep the file's", errUsage, f.rf)
 	}
-	specs, err := f.Specs()
-	if err != nil {
-		return err
-	}
-	if rf != 0 {
-		for i := range specs {
-			specs[i].ReplicationFactor = int16(rf)
-			// min.insync.replicas above the replica count would reject every
-			// acks=all write (and transactional producers use acks=all).
-			if m, err := strconv.Atoi(specs[i].Configs["min.insync.replicas"]); err == nil && rf > 0 && m > rf {
-				specs[i].Configs["min.insync.replicas"] = strconv.Itoa(rf)
-			}
-		}
-	}
-	opts, err := kc.Opts()
+	file, err := topicspec.Load(f.file)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if err := kc.Check(ctx); err != nil {
+	specs, err := file.Specs()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	opts, err := f.kc.Opts()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := f.kc.Check(ctx); err != nil {
 		return err
 	}
 	cl, err := kgo.NewClient(opts...)
@@ -60,11 +78,21 @@ func runTopicsApply(ctx context.Context, e *env, kc kafkaconn.Config, file strin
 	}
 	defer cl.Close()
 
-	plan, err := topicspec.MakePlan(ctx, cl, specs)
+	plan, err := topicspec.MakePlan(ctx, cl, specs,
+		topicspec.AllowRepartition(f.allowRepartition), topicspec.ReplicationFactor(f.rf))
+	if errors.Is(err, topicspec.ErrInvalid) {
+		return fmt.Errorf("%w: --replication-factor: %v", errUsage, err)
+	}
 	if err != nil {
 		return err
 	}
 	if err := plan.Write(e.stdout); err != nil {
+		return err
+	}
+	if err := plan.Err(); err != nil {
+		if dryRun {
+			return fmt.Errorf("dry run: apply would refuse this plan: %w", err)
+		}
 		return err
 	}
 	if dryRun || plan.Pending() == 0 {

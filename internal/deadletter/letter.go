@@ -49,6 +49,18 @@ func (e *topicNotFoundError) Unwrap() []error {
 	return []error{ErrTopicNotFound, kerr.UnknownTopicOrPartition}
 }
 
+// ledgerNotFoundError is Replay's error for a missing replay ledger topic. It
+// matches kerr.UnknownTopicOrPartition, and not ErrTopicNotFound, which names
+// the dead-letter topic; its message leaves out the broker's error text,
+// which reads as if the dead-letter topic were the one missing.
+type ledgerNotFoundError struct{ topic string }
+
+func (e *ledgerNotFoundError) Error() string {
+	return "deadletter: replay ledger topic " + e.topic + " does not exist: create it (kind replay_ledger in topics.yaml, then outbox topics apply)"
+}
+
+func (e *ledgerNotFoundError) Unwrap() error { return kerr.UnknownTopicOrPartition }
+
 // Letter is a dead-lettered record as read back.
 type Letter struct {
 	// Record is the record in the dead-letter topic.

@@ -48,7 +48,8 @@ func TestMissingLedgerIsNotMissingTopic(t *testing.T) {
 	_, err := deadletter.Replay(ctx, b.opts, deadletter.ReplayConfig{Topic: b.dlq, LedgerTopic: b.dlq + ".no-ledger"})
 	require.ErrorIs(t, err, kerr.UnknownTopicOrPartition)
 	require.NotErrorIs(t, err, deadletter.ErrTopicNotFound)
-	require.ErrorContains(t, err, "replay ledger topic "+b.dlq+".no-ledger does not exist")
+	require.EqualError(t, err, "deadletter: replay ledger topic "+b.dlq+".no-ledger does not exist: create it (kind replay_ledger in topics.yaml, then outbox topics apply)",
+		"the message names the ledger, not the broker's UNKNOWN_TOPIC_OR_PARTITION")
 }
 
 // TestEmptyTopic: an existing topic without dead letters is an empty list.

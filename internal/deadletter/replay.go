@@ -175,7 +175,7 @@ func Replay(ctx context.Context, opts []kgo.Opt, cfg ReplayConfig) (ReplayResult
 	case errors.Is(err, kerr.UnknownTopicOrPartition) && cfg.DryRun:
 	case errors.Is(err, kerr.UnknownTopicOrPartition):
 		// Not ErrTopicNotFound, which names the dead-letter topic.
-		return ReplayResult{}, fmt.Errorf("deadletter: replay ledger topic %s does not exist: create it (kind replay_ledger in topics.yaml, then outbox topics apply): %w", cfg.LedgerTopic, kerr.UnknownTopicOrPartition)
+		return ReplayResult{}, &ledgerNotFoundError{cfg.LedgerTopic}
 	case err != nil:
 		return ReplayResult{}, fmt.Errorf("deadletter: read ledger %s: %w", cfg.LedgerTopic, err)
 	}

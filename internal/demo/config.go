@@ -121,7 +121,7 @@ func (c Config) Validate() error {
 	switch c.KafkaKind {
 	case "", KafkaKfake, KafkaApache:
 		if c.KafkaKind != "" && len(c.Kafka.Brokers) > 0 {
-			bad("--kafka %s starts a broker for the demo; --brokers (or OUTBOX_BROKERS) names existing ones: give one of them", c.KafkaKind)
+			bad("--kafka %s starts a broker for the demo; --brokers (or OUTBOX_DEMO_BROKERS) names existing ones: give one of them", c.KafkaKind)
 		}
 	default:
 		bad("--kafka %q: use %s or %s", c.KafkaKind, KafkaKfake, KafkaApache)

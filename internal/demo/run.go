@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/outboxrelay/outbox/internal/opsserver"
 	"github.com/outboxrelay/outbox/internal/pgcluster"
+	"github.com/outboxrelay/outbox/internal/pgconnect"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/outbox"
 )
@@ -188,7 +188,7 @@ func (r *runner) startPostgres(ctx context.Context) error {
 		}
 		r.say("postgres: throwaway cluster (%s), database %s", pg.Source(), name)
 	} else {
-		r.say("postgres: %s", redactURL(r.dbURL))
+		r.say("postgres: %s", pgconnect.Redact(r.dbURL))
 	}
 	m, err := migrations.Open(ctx, r.dbURL, "", r.logger)
 	if err != nil {
@@ -419,16 +419,4 @@ func (c *chaos) stop() int {
 	c.cancel()
 	c.wg.Wait()
 	return int(c.kills.Load())
-}
-
-// redactURL hides the password of a postgres:// URL.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
 }

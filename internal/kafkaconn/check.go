@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -192,26 +193,41 @@ func (l *lastConnErr) get() error {
 }
 
 // Wait runs Check until a broker answers, retrying ErrUnreachable with a
-// growing pause (1s doubling to 30s) and logging each failure: a long-running
-// stage that starts during an outage waits for Kafka instead of exiting,
-// while a setting that can never work (ErrAuth, ErrTLS, anything else) ends
-// it at once. It returns ctx.Err() when ctx ends first.
+// growing pause (about 1s, doubling to 30s) and logging each failure: a
+// long-running stage that starts during an outage waits for Kafka instead of
+// exiting, while a setting that can never work (ErrAuth, ErrTLS, anything
+// else) ends it at once. When ctx ends first it returns an error wrapping
+// ctx.Err().
 func (c Config) Wait(ctx context.Context, logger *slog.Logger) error {
-	pause := time.Second
-	for {
-		err := c.Check(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err == nil || !errors.Is(err, ErrUnreachable) {
-			return err
-		}
-		logger.WarnContext(ctx, "kafka: not reachable at start; retrying", slog.String("error", err.Error()), slog.Duration("retry_in", pause))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 30*time.Second)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		err := c.Check(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return struct{}{}, backoff.Permanent(ctx.Err())
+		case err != nil && !errors.Is(err, ErrUnreachable):
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err
+	},
+		backoff.WithBackOff(&backoff.ExponentialBackOff{
+			InitialInterval: time.Second,
+			Multiplier:      2,
+			MaxInterval:     30 * time.Second,
+			// Stages of one deployment restarted together after an outage
+			// should not retry in step.
+			RandomizationFactor: 0.2,
+		}),
+		backoff.WithMaxElapsedTime(0), // an outage lasts as long as it lasts; ctx bounds the wait
+		backoff.WithNotify(func(err error, next time.Duration) {
+			logger.WarnContext(ctx, "kafka: not reachable at start; retrying",
+				slog.String("error", err.Error()), slog.Duration("retry_in", next.Round(time.Millisecond)))
+		}),
+	)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("kafka: wait for a broker: %w", err)
+	}
+	return err
 }

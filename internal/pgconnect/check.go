@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -275,29 +276,41 @@ func sslmode(redacted string) string {
 }
 
 // Wait runs Check until the server lets it in, retrying ErrUnreachable with a
-// growing pause (1s doubling to 30s) and logging each failure: a long-running
-// stage that starts during an outage waits for Postgres instead of exiting,
-// while a setting that can never work (ErrBadURL, ErrAuth, anything else) ends
-// it at once. It returns ctx.Err() when ctx ends first.
+// growing pause (about 1s, doubling to 30s) and logging each failure: a
+// long-running stage that starts during an outage waits for Postgres instead
+// of exiting, while a setting that can never work (ErrBadURL, ErrAuth,
+// anything else) ends it at once. When ctx ends first it returns an error
+// wrapping ctx.Err().
 func Wait(ctx context.Context, databaseURL string, timeout time.Duration, logger *slog.Logger, opts ...Option) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	pause := time.Second
-	for {
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := Check(ctx, databaseURL, timeout, opts...)
-		if ctx.Err() != nil {
-			return ctx.Err()
+		switch {
+		case ctx.Err() != nil:
+			return struct{}{}, backoff.Permanent(ctx.Err())
+		case err != nil && !errors.Is(err, ErrUnreachable):
+			return struct{}{}, backoff.Permanent(err)
 		}
-		if err == nil || !errors.Is(err, ErrUnreachable) {
-			return err
-		}
-		logger.WarnContext(ctx, "postgres: not reachable at start; retrying", slog.String("error", err.Error()), slog.Duration("retry_in", pause))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 30*time.Second)
+		return struct{}{}, err
+	},
+		backoff.WithBackOff(&backoff.ExponentialBackOff{
+			InitialInterval: time.Second,
+			Multiplier:      2,
+			MaxInterval:     30 * time.Second,
+			// Stages of one deployment restarted together after an outage
+			// should not retry in step.
+			RandomizationFactor: 0.2,
+		}),
+		backoff.WithMaxElapsedTime(0), // an outage lasts as long as it lasts; ctx bounds the wait
+		backoff.WithNotify(func(err error, next time.Duration) {
+			logger.WarnContext(ctx, "postgres: not reachable at start; retrying",
+				slog.String("error", err.Error()), slog.Duration("retry_in", next.Round(time.Millisecond)))
+		}),
+	)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("postgres: wait for the server: %w", err)
 	}
+	return err
 }
