@@ -31,7 +31,7 @@ bench:           ## Go benchmarks (writer overhead, eos throughput, sink ledger)
 
 soak:            ## crash, bounce and soak tests at the full scale the issues name, on Apache Kafka
 	bash scripts/ensure-kafka.sh
-	OUTBOX_SOAK=1 OUTBOX_TEST_KAFKA=apache go test -race -count=1 -timeout 180m ./relay/ ./eos/... ./sink/ ./internal/deadletter/ ./cmd/outbox/
+	OUTBOX_SOAK=1 OUTBOX_TEST_KAFKA=apache go test -race -count=1 -timeout 180m ./relay/ ./eos/... ./sink/ ./internal/ops/deadletter/ ./cmd/outbox/
 
 kafka:           ## start a local Apache Kafka broker in .kafka/ (prints the bootstrap list); `make kafka-stop` stops it
 	bash scripts/kafka.sh start .kafka

@@ -32,7 +32,7 @@
 // Config.Registerer.
 //
 // The package never imports an embedded broker: tests run on kfake through
-// internal/kafkatest, or on real brokers from OUTBOX_TEST_KAFKA_BROKERS.
+// internal/testkit/kafkatest, or on real brokers from OUTBOX_TEST_KAFKA_BROKERS.
 // docs/eos.md has the operational view; eos/orders is the transform the binary
 // ships.
 package eos

@@ -18,12 +18,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
-	"github.com/outboxrelay/outbox/internal/kafkatest"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 )
 
 // envChild holds a childConfig as JSON when the test binary is re-executed as
 // a stage process by the crash tests.
 const envChild = "OUTBOX_EOS_CHILD"
+
+// envChildDebug=1 makes stage processes log at debug level, franz-go too.
+const envChildDebug = "OUTBOX_EOS_CHILD_DEBUG"
 
 // envSoak switches the crash tests to Kafka's full scale.
 const envSoak = "OUTBOX_SOAK"
@@ -56,7 +59,11 @@ func childMain(raw string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if os.Getenv(envChildDebug) == "1" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	s, err := New(Config{
 		Name:               c.TxnID,
 		KafkaOpts:          []kgo.Opt{kgo.SeedBrokers(c.Brokers...)},
@@ -72,6 +79,7 @@ func childMain(raw string) int {
 		RebalanceTimeout:   2 * c.SessionTimeout,
 		RestartBackoff:     200 * time.Millisecond,
 		Logger:             log,
+		KafkaLogLevel:      &level,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)

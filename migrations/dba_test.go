@@ -15,8 +15,8 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/stretchr/testify/require"
 
-	"github.com/outboxrelay/outbox/internal/doctor"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/ops/doctor"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 	"github.com/outboxrelay/outbox/migrations"
 )
 

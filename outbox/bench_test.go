@@ -12,8 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxrelay/outbox/internal/pgcluster"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/outbox"
 )

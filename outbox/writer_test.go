@@ -15,7 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/outbox"
 )

@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/kafkatest"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 )
 
 // setupApache is setup on an Apache Kafka cluster of the test's own (nodes

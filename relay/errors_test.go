@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outboxrelay/outbox/internal/kafkatest"
-	"github.com/outboxrelay/outbox/internal/pgcluster"
+	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/relay"
 )

@@ -16,8 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
-	"github.com/outboxrelay/outbox/internal/kafkatest"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 	"github.com/outboxrelay/outbox/relay"
 )
 

@@ -2,11 +2,11 @@
 # check-deps.sh [package ...]: fails when the shipped binary (./cmd/outbox, or
 # the packages given) links test code: the std testing package, testify,
 # testcontainers-go, a Docker client, goleak, toxiproxy, or one of our
-# test-only harnesses (internal/pgtest, internal/kafkatest,
-# internal/pgcontainer). For each offending package it prints the import chain
+# test-only harnesses (internal/testkit/pgtest, internal/testkit/kafkatest,
+# internal/testkit/pgcontainer). For each offending package it prints the import chain
 # that pulls it in, from the binary's main package, so the fix is plain.
-# internal/pgcluster's TestBinaryLinksNoTestCode runs it, so `go test ./...`
-# fails too. kfake is allowed: the embedded demo runs on it (internal/embedkafka).
+# internal/demo/pgcluster's TestBinaryLinksNoTestCode runs it, so `go test ./...`
+# fails too. kfake is allowed: the embedded demo runs on it (internal/demo/embedkafka).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,7 @@ fi
 
 module="$(go list -m)"
 module_re="$(printf '%s' "$module" | sed 's/[.[\*^$()+?{|]/\\&/g')"
-banned_re="^(testing(/.*)?|github\.com/stretchr/testify(/.*)?|github\.com/testcontainers/.*|github\.com/(docker|moby)/.*|.*docker.*|go\.uber\.org/goleak(/.*)?|github\.com/Shopify/toxiproxy(/.*)?|${module_re}/internal/(pgtest|kafkatest|pgcontainer)(/.*)?)$"
+banned_re="^(testing(/.*)?|github\.com/stretchr/testify(/.*)?|github\.com/testcontainers/.*|github\.com/(docker|moby)/.*|.*docker.*|go\.uber\.org/goleak(/.*)?|github\.com/Shopify/toxiproxy(/.*)?|${module_re}/internal/testkit(/.*)?)$"
 
 status=0
 for pkg in "${pkgs[@]}"; do

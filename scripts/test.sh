@@ -36,10 +36,10 @@ echo "== Apache Kafka $kafka_version jars: $(bash scripts/kafka.sh jars)"
 # Tests that always start Apache Kafka clusters of their own (three nodes,
 # SASL_SSL, a proxy in front) or need the real broker's behaviour run in the
 # Apache pass only.
-apache_only='TestBrokerBounce|TestBrokerOutage|TestZombie|TestNetFault|TestSecureKafka|TestKcat|TestDemoApache'
+apache_only='TestMemberKilledWhileJoining|TestBrokerBounce|TestBrokerOutage|TestZombie|TestNetFault|TestSecureKafka|TestKcat|TestDemoApache'
 # The exactly-once suites: every package whose tests count records through
 # Kafka transactions.
-eos_pkgs=(./relay/ ./eos/... ./sink/ ./internal/deadletter/ ./internal/lagcheck/ ./internal/topicspec/)
+eos_pkgs=(./relay/ ./eos/... ./sink/ ./internal/ops/deadletter/ ./internal/ops/lagcheck/ ./internal/ops/topicspec/)
 crash_tests='TestCrash|TestWalsender|TestPostgresRestart|TestHugeTransaction|TestStandby|TestInterleaved|TestTransactionsKillRestart|TestRebalanceChurn|TestFencedProducer|TestReplayKilled'
 
 echo "== test on kfake (race detector on)"
@@ -53,4 +53,4 @@ OUTBOX_TEST_KAFKA=apache OUTBOX_TEST_KAFKA_TRANSACTION_VERSION=2 \
 
 echo "== crash suites on Apache Kafka $kafka_version, transaction.version=1 (race detector on)"
 OUTBOX_TEST_KAFKA=apache OUTBOX_TEST_KAFKA_TRANSACTION_VERSION=1 \
-  go test -race -count=1 -timeout 30m -run "$crash_tests" ${OUTBOX_TEST_FLAGS:-} ./relay/ ./eos/ ./internal/deadletter/
+  go test -race -count=1 -timeout 30m -run "$crash_tests" ${OUTBOX_TEST_FLAGS:-} ./relay/ ./eos/ ./internal/ops/deadletter/

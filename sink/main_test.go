@@ -23,8 +23,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/kafkatest"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/sql"
 )

@@ -9,7 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/deadletter"
+	"github.com/outboxrelay/outbox/internal/ops/deadletter"
 )
 
 // TestReplayedDeadLetterIsCalledOnceMore: a call the API refused goes to the

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/outboxrelay/outbox/internal/relaybench"
+	"github.com/outboxrelay/outbox/internal/demo/relaybench"
 )
 
 // benchRelayCmd is `outbox bench relay`: its flags make a relaybench.Config,

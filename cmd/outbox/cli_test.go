@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 )
 
 // outboxBin runs the built outbox binary with only the OUTBOX_* variables

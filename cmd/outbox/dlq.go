@@ -18,8 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/deadletter"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/internal/ops/deadletter"
 )
 
 // dlqCmd is `outbox dlq list|show|replay`.

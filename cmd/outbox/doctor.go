@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/outboxrelay/outbox/internal/doctor"
+	"github.com/outboxrelay/outbox/internal/ops/doctor"
 )
 
 // runDoctor prints every readiness check with its fix; it exits 1 when any

@@ -32,9 +32,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/apachekafka"
-	"github.com/outboxrelay/outbox/internal/kafkaread"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/demo/apachekafka"
+	"github.com/outboxrelay/outbox/internal/ops/kafkaread"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 	"github.com/outboxrelay/outbox/outbox"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/apachekafka"
+	"github.com/outboxrelay/outbox/internal/demo/apachekafka"
 )
 
 // kcatRecord is one record as kcat printed it.

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
-	"github.com/outboxrelay/outbox/internal/lagcheck"
+	"github.com/outboxrelay/outbox/internal/ops/lagcheck"
 	"github.com/outboxrelay/outbox/internal/opsserver"
 )
 

@@ -26,11 +26,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/internal/buildinfo"
-	"github.com/outboxrelay/outbox/internal/embedkafka"
+	"github.com/outboxrelay/outbox/internal/demo/embedkafka"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/internal/ops/topicspec"
 	"github.com/outboxrelay/outbox/internal/opsserver"
 	"github.com/outboxrelay/outbox/internal/pgconnect"
-	"github.com/outboxrelay/outbox/internal/topicspec"
 	"github.com/outboxrelay/outbox/internal/tracing"
 )
 

@@ -4,8 +4,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/outboxrelay/outbox/internal/kafkatest"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 )
 
 // TestMain runs main's dispatcher instead of the tests when a test (the demo,

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outboxrelay/outbox/internal/kafkatest"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 )
 
 // The tests here run the built binary's on-call tools (topics, dlq, lag)

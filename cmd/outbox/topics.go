@@ -10,7 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
-	"github.com/outboxrelay/outbox/internal/topicspec"
+	"github.com/outboxrelay/outbox/internal/ops/topicspec"
 )
 
 // topicsCmd is `outbox topics apply|plan -f topics.yaml`: print the diff

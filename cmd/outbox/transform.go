@@ -13,8 +13,8 @@ import (
 	"github.com/outboxrelay/outbox/eos"
 	"github.com/outboxrelay/outbox/eos/orders"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/internal/ops/topicspec"
 	"github.com/outboxrelay/outbox/internal/opsserver"
-	"github.com/outboxrelay/outbox/internal/topicspec"
 )
 
 // transformFlags are the settings a shipped transform may read.

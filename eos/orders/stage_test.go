@@ -13,7 +13,7 @@ import (
 	"github.com/outboxrelay/outbox/envelope"
 	"github.com/outboxrelay/outbox/eos"
 	"github.com/outboxrelay/outbox/eos/orders"
-	"github.com/outboxrelay/outbox/internal/kafkatest"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(kafkatest.M(m)) }

@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/kafkaread"
+	"github.com/outboxrelay/outbox/internal/ops/kafkaread"
 	"github.com/outboxrelay/outbox/sql"
 )
 

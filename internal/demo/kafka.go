@@ -10,9 +10,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outboxrelay/outbox/internal/apachekafka"
-	"github.com/outboxrelay/outbox/internal/embedkafka"
-	"github.com/outboxrelay/outbox/internal/topicspec"
+	"github.com/outboxrelay/outbox/internal/demo/apachekafka"
+	"github.com/outboxrelay/outbox/internal/demo/embedkafka"
+	"github.com/outboxrelay/outbox/internal/ops/topicspec"
 )
 
 // topics are the topics the demo's stages use, created before they start.

@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
 	"github.com/outboxrelay/outbox/internal/opsserver"
-	"github.com/outboxrelay/outbox/internal/pgcluster"
 	"github.com/outboxrelay/outbox/internal/pgconnect"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/outbox"

@@ -18,9 +18,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/outboxrelay/outbox/internal/pgcluster"
+	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
 	"github.com/outboxrelay/outbox/internal/pgconnect"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 )
 
 func TestMain(m *testing.M) {

@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outboxrelay/outbox/internal/apachekafka"
+	"github.com/outboxrelay/outbox/internal/demo/apachekafka"
 )
 
 func script(t *testing.T, env []string, args ...string) (string, string, error) {

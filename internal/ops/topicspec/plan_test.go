@@ -14,8 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outboxrelay/outbox/internal/kafkatest"
-	"github.com/outboxrelay/outbox/internal/topicspec"
+	"github.com/outboxrelay/outbox/internal/ops/topicspec"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 )
 
 type testBundle struct {
@@ -358,7 +358,7 @@ topics:
 func TestPlanDeployFileOnOneBroker(t *testing.T) {
 	t.Parallel()
 	b, ctx := setup(t)
-	f, err := topicspec.Load("../../deploy/topics.yaml")
+	f, err := topicspec.Load("../../../deploy/topics.yaml")
 	require.NoError(t, err)
 	specs, err := f.Specs()
 	require.NoError(t, err)

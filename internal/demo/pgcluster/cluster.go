@@ -10,7 +10,7 @@
 //
 // The binary links this package (the demo and `outbox bench relay` use it), so it
 // imports no container engine or test library: the testcontainers-go fallback
-// lives in internal/pgcontainer, which only tests import (through internal/pgtest),
+// lives in internal/testkit/pgcontainer, which only tests import (through internal/testkit/pgtest),
 // and scripts/check-deps.sh keeps it that way.
 package pgcluster
 
@@ -58,7 +58,7 @@ type Spec struct {
 	HBA []string
 }
 
-// ContainerFunc starts a throwaway server elsewhere (internal/pgcontainer.Start
+// ContainerFunc starts a throwaway server elsewhere (internal/testkit/pgcontainer.Start
 // runs one through testcontainers-go) and returns its URL, which must connect as
 // a superuser, and a func that removes it. It returns an error wrapping
 // ErrNoEngine when it has nowhere to start one.
@@ -88,7 +88,7 @@ type Config struct {
 	// for everyone.
 	HBA []string
 	// Container starts a server when no local binaries are found. Tests get
-	// internal/pgcontainer.Start through internal/pgtest; the binary leaves it
+	// internal/testkit/pgcontainer.Start through internal/testkit/pgtest; the binary leaves it
 	// nil so it links no container engine. Defaults to nil: no fallback.
 	Container ContainerFunc
 	// DisableContainer makes Start ignore Container. Defaults to false.

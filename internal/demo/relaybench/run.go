@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outboxrelay/outbox/internal/embedkafka"
-	"github.com/outboxrelay/outbox/internal/pgcluster"
+	"github.com/outboxrelay/outbox/internal/demo/embedkafka"
+	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
 	"github.com/outboxrelay/outbox/migrations"
 )
 

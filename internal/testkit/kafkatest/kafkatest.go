@@ -24,8 +24,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outboxrelay/outbox/internal/embedkafka"
-	"github.com/outboxrelay/outbox/internal/kafkaread"
+	"github.com/outboxrelay/outbox/internal/demo/embedkafka"
+	"github.com/outboxrelay/outbox/internal/ops/kafkaread"
 )
 
 // EnvBrokers names the environment variable with real seed brokers.

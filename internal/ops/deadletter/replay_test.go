@@ -15,8 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/deadletter"
-	"github.com/outboxrelay/outbox/internal/kafkatest"
+	"github.com/outboxrelay/outbox/internal/ops/deadletter"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 )
 
 // The crash test re-runs this test binary as a child that replays and then

@@ -11,9 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/outboxrelay/outbox/internal/doctor"
-	"github.com/outboxrelay/outbox/internal/pgcluster"
-	"github.com/outboxrelay/outbox/internal/pgtest"
+	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
+	"github.com/outboxrelay/outbox/internal/ops/doctor"
+	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 	"github.com/outboxrelay/outbox/migrations"
 )
 

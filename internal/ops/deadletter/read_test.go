@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/outboxrelay/outbox/internal/deadletter"
+	"github.com/outboxrelay/outbox/internal/ops/deadletter"
 )
 
 // TestMissingTopic: `outbox dlq list|show|replay` on a topic that does not

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outboxrelay/outbox/internal/apachekafka"
+	"github.com/outboxrelay/outbox/internal/demo/apachekafka"
 )
 
 // EnvKafka picks the cluster kafkatest.New gives tests: "apache" starts one

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/outboxrelay/outbox/internal/topicspec"
+	"github.com/outboxrelay/outbox/internal/ops/topicspec"
 )
 
 func TestParseRejects(t *testing.T) {
@@ -91,7 +91,7 @@ topics:
 
 func TestDeployExampleParses(t *testing.T) {
 	t.Parallel()
-	f, err := topicspec.Load("../../deploy/topics.yaml")
+	f, err := topicspec.Load("../../../deploy/topics.yaml")
 	require.NoError(t, err)
 	specs, err := f.Specs()
 	require.NoError(t, err)

@@ -2,7 +2,7 @@
 // wal_level=logical, from the pgcluster harness. One server is started per test
 // binary; tests get separate databases so they run in parallel. Where the machine
 // has no Postgres server binaries but a Docker engine, the server is a container
-// (internal/pgcontainer); only tests link that, never the binary.
+// (internal/testkit/pgcontainer); only tests link that, never the binary.
 //
 // A test that cannot get Postgres fails with the reason and what to install; it is
 // never skipped.
@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outboxrelay/outbox/internal/pgcluster"
-	"github.com/outboxrelay/outbox/internal/pgcontainer"
+	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
+	"github.com/outboxrelay/outbox/internal/testkit/pgcontainer"
 )
 
 // EnvDatabaseURL names the environment variable that points tests at an existing

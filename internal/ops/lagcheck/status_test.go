@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/outboxrelay/outbox/internal/lagcheck"
+	"github.com/outboxrelay/outbox/internal/ops/lagcheck"
 )
 
 // window builds samples from (committed, lag) pairs, one second apart.

@@ -1,6 +1,6 @@
 // Package pgcontainer runs a throwaway Postgres in a container through
 // testcontainers-go: pgcluster's fallback for a machine with a Docker engine
-// but no Postgres server binaries. Only tests import it (internal/pgtest passes
+// but no Postgres server binaries. Only tests import it (internal/testkit/pgtest passes
 // Start as pgcluster.Config.Container); the binary must not, because it pulls
 // testcontainers-go, the Docker client and testify, and scripts/check-deps.sh
 // fails the build when it does.
@@ -17,7 +17,7 @@ import (
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 	"github.com/testcontainers/testcontainers-go/wait"
 
-	"github.com/outboxrelay/outbox/internal/pgcluster"
+	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
 )
 
 // Image is the image Start runs.

@@ -16,8 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/outboxrelay/outbox/internal/kafkatest"
-	"github.com/outboxrelay/outbox/internal/lagcheck"
+	"github.com/outboxrelay/outbox/internal/ops/lagcheck"
+	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 )
 
 type testBundle struct {

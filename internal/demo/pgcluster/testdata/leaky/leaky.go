@@ -3,4 +3,4 @@
 // Wildcards (./...) skip testdata, so nothing builds it but that test.
 package leaky
 
-import _ "github.com/outboxrelay/outbox/internal/pgtest" // the leak under test
+import _ "github.com/outboxrelay/outbox/internal/testkit/pgtest" // the leak under test
