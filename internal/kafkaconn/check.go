@@ -12,10 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/outboxrelay/outbox/internal/startwait"
 )
 
 // DefaultCheckTimeout bounds Check when Config.CheckTimeout is zero: long
@@ -199,35 +200,5 @@ func (l *lastConnErr) get() error {
 // else) ends it at once. When ctx ends first it returns an error wrapping
 // ctx.Err().
 func (c Config) Wait(ctx context.Context, logger *slog.Logger) error {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	_, err := backoff.Retry(ctx, func() (struct{}, error) {
-		err := c.Check(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return struct{}{}, backoff.Permanent(ctx.Err())
-		case err != nil && !errors.Is(err, ErrUnreachable):
-			return struct{}{}, backoff.Permanent(err)
-		}
-		return struct{}{}, err
-	},
-		backoff.WithBackOff(&backoff.ExponentialBackOff{
-			InitialInterval: time.Second,
-			Multiplier:      2,
-			MaxInterval:     30 * time.Second,
-			// Stages of one deployment restarted together after an outage
-			// should not retry in step.
-			RandomizationFactor: 0.2,
-		}),
-		backoff.WithMaxElapsedTime(0), // an outage lasts as long as it lasts; ctx bounds the wait
-		backoff.WithNotify(func(err error, next time.Duration) {
-			logger.WarnContext(ctx, "kafka: not reachable at start; retrying",
-				slog.String("error", err.Error()), slog.Duration("retry_in", next.Round(time.Millisecond)))
-		}),
-	)
-	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("kafka: wait for a broker: %w", err)
-	}
-	return err
+	return startwait.Until(ctx, logger, "kafka", "wait for a broker", ErrUnreachable, func(ctx context.Context) error { return c.Check(ctx) })
 }

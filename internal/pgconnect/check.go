@@ -14,11 +14,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxrelay/outbox/internal/startwait"
 )
 
 // DefaultCheckTimeout bounds Check when its timeout is zero: long enough for a
@@ -282,35 +283,5 @@ func sslmode(redacted string) string {
 // anything else) ends it at once. When ctx ends first it returns an error
 // wrapping ctx.Err().
 func Wait(ctx context.Context, databaseURL string, timeout time.Duration, logger *slog.Logger, opts ...Option) error {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	_, err := backoff.Retry(ctx, func() (struct{}, error) {
-		err := Check(ctx, databaseURL, timeout, opts...)
-		switch {
-		case ctx.Err() != nil:
-			return struct{}{}, backoff.Permanent(ctx.Err())
-		case err != nil && !errors.Is(err, ErrUnreachable):
-			return struct{}{}, backoff.Permanent(err)
-		}
-		return struct{}{}, err
-	},
-		backoff.WithBackOff(&backoff.ExponentialBackOff{
-			InitialInterval: time.Second,
-			Multiplier:      2,
-			MaxInterval:     30 * time.Second,
-			// Stages of one deployment restarted together after an outage
-			// should not retry in step.
-			RandomizationFactor: 0.2,
-		}),
-		backoff.WithMaxElapsedTime(0), // an outage lasts as long as it lasts; ctx bounds the wait
-		backoff.WithNotify(func(err error, next time.Duration) {
-			logger.WarnContext(ctx, "postgres: not reachable at start; retrying",
-				slog.String("error", err.Error()), slog.Duration("retry_in", next.Round(time.Millisecond)))
-		}),
-	)
-	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("postgres: wait for the server: %w", err)
-	}
-	return err
+	return startwait.Until(ctx, logger, "postgres", "wait for the server", ErrUnreachable, func(ctx context.Context) error { return Check(ctx, databaseURL, timeout, opts...) })
 }

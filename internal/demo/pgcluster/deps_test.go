@@ -59,7 +59,7 @@ func TestStagesLinkOnlyRuntime(t *testing.T) {
 	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
 	require.NoError(t, err)
 	runtime := []string{"./outbox", "./relay", "./eos/...", "./sink", "./envelope", "./migrations", "./sql",
-		"./internal/buildinfo", "./internal/kafkaconn", "./internal/opsserver", "./internal/pgconnect", "./internal/pgschema", "./internal/tracing"}
+		"./internal/buildinfo", "./internal/kafkaconn", "./internal/startwait", "./internal/opsserver", "./internal/pgconnect", "./internal/pgschema", "./internal/tracing"}
 	cmd := exec.Command("go", append([]string{"list", "-deps", "-f", "{{.ImportPath}}"}, runtime...)...)
 	cmd.Dir = root
 	out, err := cmd.Output()
