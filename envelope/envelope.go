@@ -27,6 +27,13 @@ const (
 	HeaderSourceLSN = "pg_lsn"
 	// HeaderSourceXID is the Postgres transaction id.
 	HeaderSourceXID = "pg_xid"
+	// HeaderRepublished marks a record published by a repair (`outbox
+	// republish`, or the relay filling a gap after slot loss) rather than
+	// streamed from the WAL; its value is when (RFC 3339). Such a record
+	// carries no HeaderSourceLSN value, and may reach a partition after
+	// records of events that happened later: a consumer that needs order
+	// compares HeaderOccurredAt.
+	HeaderRepublished = "outbox.republished"
 )
 
 // Headers a writer takes from the request context and stores in the row's

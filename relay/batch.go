@@ -2,18 +2,13 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/outboxrelay/outbox/envelope"
 )
 
 // pump is the batching loop of one session: it produces the stream's records
@@ -50,6 +45,7 @@ type pump struct {
 	inTx        bool
 	tx          struct {
 		lsn            pglogrepl.LSN
+		commitTime     time.Time
 		rows, skipRows int64
 		skipAll        bool
 		relayed        bool
@@ -146,7 +142,7 @@ func (p *pump) handle(it item) error {
 			}
 		}
 		p.inTx = true
-		p.tx.lsn, p.tx.rows, p.tx.relayed = it.lsn, 0, false
+		p.tx.lsn, p.tx.commitTime, p.tx.rows, p.tx.relayed = it.lsn, it.commitTime, 0, false
 		p.tx.skipAll, p.tx.skipRows = p.start.skip(it.lsn)
 		p.splitEvents, p.splitBytes = 0, 0
 	case itemRow:
@@ -171,6 +167,7 @@ func (p *pump) handle(it item) error {
 		p.splitEvents++
 		p.splitBytes += it.size
 		p.next.CommitLSN, p.next.Rows, p.next.Complete = p.tx.lsn, p.tx.rows, false
+		p.next.CommitTime = p.tx.commitTime
 		p.markDirty()
 		if p.splitEvents >= cfg.SplitEvents || p.splitBytes >= cfg.SplitBytes || time.Since(p.firstAt) > cfg.TransactionTimeout/4 {
 			// A transaction too large for one Kafka transaction: commit this
@@ -183,6 +180,9 @@ func (p *pump) handle(it item) error {
 		p.inTx = false
 		if p.tx.lsn >= p.next.CommitLSN {
 			p.next.CommitLSN, p.next.Rows, p.next.Complete = p.tx.lsn, p.tx.rows, true
+		}
+		if it.commitTime.After(p.next.CommitTime) {
+			p.next.CommitTime = it.commitTime
 		}
 		if it.end > p.next.Confirm {
 			p.next.Confirm = it.end
@@ -205,6 +205,9 @@ func (p *pump) handle(it item) error {
 		// TestInterleavedLongShortTransactionsAcrossRestart caught exactly that).
 		if !p.inTx && it.lsn > p.next.Confirm {
 			p.next.Confirm = it.lsn
+			// Every transaction that committed before the heartbeat has
+			// been received: a gap after this checkpoint starts later.
+			p.next.CommitTime = time.Now().UTC()
 			p.markDirty()
 		}
 	}
@@ -349,26 +352,12 @@ func (p *pump) shutdown(ctx context.Context, stopStream func()) error {
 func (p *pump) ensureTopic(rec *kgo.Record) error {
 	ctx, cancel := context.WithTimeout(p.pctx, 30*time.Second)
 	defer cancel()
-	adm := kadm.NewClient(p.cl)
-	td, err := adm.ListTopics(ctx, rec.Topic)
+	created, err := ensureTopic(ctx, p.cl, rec)
 	if err != nil {
-		return fmt.Errorf("relay: look up topic %s: %w", rec.Topic, err)
+		return err
 	}
-	if t, ok := td[rec.Topic]; !ok || t.Err != nil {
-		policy := "delete"
-		for _, h := range rec.Headers {
-			if h.Key == envelope.HeaderKind && string(h.Value) == envelope.KindRecord {
-				policy = "compact"
-			}
-		}
-		resp, err := adm.CreateTopic(ctx, -1, -1, map[string]*string{"cleanup.policy": &policy}, rec.Topic)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("relay: create topic %s: %w", rec.Topic, err)
-		}
-		p.r.log.Info("relay: created topic", slog.String("topic", rec.Topic), slog.String("cleanup_policy", policy))
+	if created {
+		p.r.log.Info("relay: created topic", slog.String("topic", rec.Topic))
 	}
 	p.r.topics[rec.Topic] = true
 	return nil

@@ -34,6 +34,10 @@ type checkpoint struct {
 	Confirm pglogrepl.LSN `json:"-"`
 	// At is when the Kafka transaction was committed.
 	At time.Time `json:"at"`
+	// CommitTime is the Postgres commit time of the last transaction (or
+	// heartbeat) the checkpoint covers: a gap after it starts no earlier, save
+	// for rows of transactions that began before it (Config.RepairMargin).
+	CommitTime time.Time `json:"commit_time,omitzero"`
 
 	CommitLSNText string `json:"commit_lsn"`
 	ConfirmText   string `json:"confirm_lsn"`
@@ -193,4 +197,38 @@ func readCheckpoint(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic
 		}
 	}
 	return last, found, nil
+}
+
+// Checkpoint is what the relay last committed to Kafka for a slot, for tools
+// that compare it with the slot (`outbox doctor`).
+type Checkpoint struct {
+	Slot string
+	// SystemID and Timeline identify the Postgres server the relay streamed.
+	SystemID string
+	Timeline int32
+	// CommitLSN is the last Postgres transaction with data in Kafka;
+	// ConfirmLSN what the relay confirmed to Postgres after it.
+	CommitLSN, ConfirmLSN string
+	// At is the Kafka commit time; CommitTime the Postgres commit time of the
+	// last transaction or heartbeat covered (zero from older relays).
+	At, CommitTime time.Time
+	// RepairSince is where a repair after this checkpoint starts: the last
+	// commit time less margin (the relay's --repair-margin).
+	RepairSince time.Time
+}
+
+// ReadCheckpoint reads the newest committed checkpoint of slot from topic,
+// read_committed. It fences nothing. found is false when the topic holds none.
+func ReadCheckpoint(ctx context.Context, kafkaOpts []kgo.Opt, topic, slot string, margin time.Duration) (Checkpoint, bool, error) {
+	cl, err := kgo.NewClient(kafkaOpts...)
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("relay: Kafka client: %w", err)
+	}
+	defer cl.Close()
+	c, found, err := readCheckpoint(ctx, kafkaOpts, kadm.NewClient(cl), topic, slot)
+	if err != nil || !found {
+		return Checkpoint{}, found, err
+	}
+	return Checkpoint{Slot: c.Slot, SystemID: c.SystemID, Timeline: c.Timeline, CommitLSN: c.CommitLSN.String(),
+		ConfirmLSN: c.Confirm.String(), At: c.At, CommitTime: c.CommitTime, RepairSince: c.gapStart().Add(-margin)}, true, nil
 }

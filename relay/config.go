@@ -38,6 +38,25 @@ type Config struct {
 	// Kafka checkpoint (see ErrSlotMoved), relaying from wherever the slot is.
 	// Defaults to false: stop with ErrSlotMoved.
 	AcceptSlotPosition bool
+	// OnSlotLoss says what the relay does when the slot cannot continue from
+	// the Kafka checkpoint: its WAL was removed (wal_status lost), it is
+	// missing or was recreated (a Postgres failover loses logical slots before
+	// Postgres 17), or the checkpoint is from another server. SlotLossStop
+	// (the default, "" too) stops with ErrWALLost or ErrSlotMoved and the
+	// command to repair the gap; SlotLossRepublish recreates the slot and
+	// repairs the gap from the events table exactly once, then streams.
+	OnSlotLoss string
+	// Since, on a first start (no checkpoint in Kafka yet), publishes the
+	// rows created since then that the slot cannot stream because they were
+	// committed before it existed. The slot is created (or recreated) for
+	// the purpose. Ignored once a checkpoint exists. Defaults to zero: no
+	// rows from before the slot.
+	Since time.Time
+	// RepairMargin widens a repair's window back from the checkpoint's last
+	// commit time, for transactions that began before it and committed after
+	// (created_at is a transaction's start), and the scan of the topics for
+	// clock differences. Defaults to 10 minutes.
+	RepairMargin time.Duration
 
 	// KafkaOpts reach the cluster (seed brokers, TLS, SASL) and may tune the
 	// client. The relay adds the transactional id, acks=all and its logger.
@@ -126,6 +145,8 @@ type Config struct {
 type hooks struct {
 	// afterKafkaCommit runs after a Kafka commit and before its LSN is confirmed.
 	afterKafkaCommit func()
+	// repair holds the hooks of a gap repair.
+	repair repairHooks
 }
 
 // errConfig marks a configuration error from New.
@@ -175,6 +196,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	defDur(&cfg.StandbyPollInterval, time.Second)
 	defDur(&cfg.RetryBackoff, time.Second)
 	defDur(&cfg.ShutdownTimeout, 10*time.Second)
+	defDur(&cfg.RepairMargin, 10*time.Minute)
+	switch cfg.OnSlotLoss {
+	case "":
+		cfg.OnSlotLoss = SlotLossStop
+	case SlotLossStop, SlotLossRepublish:
+	default:
+		return cfg, fmt.Errorf("%w: OnSlotLoss %q: want %q or %q", errConfig, cfg.OnSlotLoss, SlotLossStop, SlotLossRepublish)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -36,6 +36,16 @@ var (
 	// in the events table until retention removes them).
 	ErrWALLost = errors.New("relay: replication slot lost WAL it needed (wal_status lost); events were not relayed")
 
+	// ErrUnknownTopic is returned by a repair when a topic the rows route to
+	// does not exist and the relay may not create topics.
+	ErrUnknownTopic = errors.New("relay: topic does not exist")
+
+	// ErrRelayBehind is returned by Republish when the relay's slot has not
+	// yet relayed everything committed before the republish began, and no
+	// relay streams it: rows of the window may still arrive by the stream,
+	// so publishing them now could duplicate them.
+	ErrRelayBehind = errors.New("relay: the relay's slot has not caught up with the republish snapshot")
+
 	// ErrBadSlot is returned when the slot exists but is not a pgoutput slot of
 	// this database.
 	ErrBadSlot = errors.New("relay: replication slot is not a pgoutput slot of this database")

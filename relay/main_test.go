@@ -52,6 +52,12 @@ type childConfig struct {
 	// Linger lets a batch wait for more transactions (the bounce tests use
 	// it to get Kafka transactions of hundreds of events at a modest rate).
 	Linger time.Duration
+	// OnSlotLoss and Since are relay.Config's.
+	OnSlotLoss string
+	Since      time.Time
+	// Republish makes the child run relay.Republish from Since instead of a
+	// relay (the crash tests of the repair kill it mid-run).
+	Republish bool
 }
 
 func (c childConfig) encode() string {
@@ -59,7 +65,8 @@ func (c childConfig) encode() string {
 		"url=" + c.URL, "brokers=" + c.Brokers, "schema=" + c.Schema, "slot=" + c.Slot, "checkpoint=" + c.Checkpoint,
 		"topic=" + c.Topic, "record_topic=" + c.RecordTopic, "max_batch=" + strconv.Itoa(c.MaxBatch),
 		"split=" + strconv.Itoa(c.SplitEvents), "heartbeat=" + c.Heartbeat.String(), "no_standby=" + strconv.FormatBool(c.NoStandby),
-		"linger=" + c.Linger.String(),
+		"linger=" + c.Linger.String(), "on_slot_loss=" + c.OnSlotLoss, "since=" + strconv.FormatInt(c.Since.UnixNano(), 10),
+		"republish=" + strconv.FormatBool(c.Republish),
 	}, ";")
 }
 
@@ -76,6 +83,11 @@ func decodeChildConfig(s string) childConfig {
 	c.Heartbeat, _ = time.ParseDuration(kv["heartbeat"])
 	c.NoStandby, _ = strconv.ParseBool(kv["no_standby"])
 	c.Linger, _ = time.ParseDuration(kv["linger"])
+	c.OnSlotLoss = kv["on_slot_loss"]
+	if ns, _ := strconv.ParseInt(kv["since"], 10, 64); ns > 0 {
+		c.Since = time.Unix(0, ns)
+	}
+	c.Republish, _ = strconv.ParseBool(kv["republish"])
 	return c
 }
 
@@ -93,6 +105,8 @@ func (c childConfig) relayConfig(logger *slog.Logger) relay.Config {
 		HeartbeatInterval:   c.Heartbeat,
 		NoStandby:           c.NoStandby,
 		Linger:              c.Linger,
+		OnSlotLoss:          c.OnSlotLoss,
+		Since:               c.Since,
 		StandbyPollInterval: 100 * time.Millisecond,
 		RetryBackoff:        100 * time.Millisecond,
 		TransactionTimeout:  20 * time.Second,
@@ -107,8 +121,18 @@ func childMain() int {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	cfg := decodeChildConfig(os.Getenv(envChildConfig)).relayConfig(logger)
+	cc := decodeChildConfig(os.Getenv(envChildConfig))
+	if cc.Republish {
+		return republishChild(cc, logger)
+	}
+	cfg := cc.relayConfig(logger)
 	if n, _ := strconv.Atoi(os.Getenv(envCrashCommits)); n > 0 {
+		relay.SetAfterRepairCommit(&cfg, func(k int) {
+			if k == n {
+				logger.Info("child: exiting after a repair's Kafka commit", "commits", k)
+				os.Exit(3)
+			}
+		})
 		commits := 0
 		relay.SetAfterKafkaCommit(&cfg, func() {
 			commits++
@@ -136,4 +160,42 @@ func childMain() int {
 		logger.Error("child: run", "error", err)
 		return 1
 	}
+}
+
+// republishConfig is the relay.RepublishConfig matching a child's relay settings.
+func (c childConfig) republishConfig(logger *slog.Logger) relay.RepublishConfig {
+	return relay.RepublishConfig{
+		DatabaseURL:         c.URL,
+		Schema:              c.Schema,
+		Slot:                c.Slot,
+		Since:               c.Since,
+		KafkaOpts:           []kgo.Opt{kgo.SeedBrokers(strings.Split(c.Brokers, ",")...)},
+		CheckpointTopic:     c.Checkpoint,
+		TopicTemplate:       c.Topic,
+		RecordTopicTemplate: c.RecordTopic,
+		BatchEvents:         c.MaxBatch,
+		TransactionTimeout:  20 * time.Second,
+		Logger:              logger,
+	}
+}
+
+// republishChild runs one Republish; with envCrashCommits it exits after
+// that many of its Kafka transactions committed.
+func republishChild(cc childConfig, logger *slog.Logger) int {
+	cfg := cc.republishConfig(logger)
+	if n, _ := strconv.Atoi(os.Getenv(envCrashCommits)); n > 0 {
+		relay.SetAfterRepublishCommit(&cfg, func(k int) {
+			if k == n {
+				logger.Info("child: exiting after a republish commit", "commits", k)
+				os.Exit(3)
+			}
+		})
+	}
+	sum, err := relay.Republish(context.Background(), cfg)
+	if err != nil {
+		logger.Error("child: republish", "error", err)
+		return 1
+	}
+	logger.Info("child: republished", "rows", sum.Rows, "in_kafka", sum.InKafka, "published", sum.Published)
+	return 0
 }

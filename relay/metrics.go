@@ -20,6 +20,8 @@ type metrics struct {
 	confirmedLSN   prometheus.Gauge
 	active         prometheus.Gauge
 	sessionsFailed prometheus.Counter
+	slotsRebuilt   prometheus.Counter
+	repairedEvents prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, slot string) (*metrics, error) {
@@ -47,12 +49,16 @@ func newMetrics(reg prometheus.Registerer, slot string) (*metrics, error) {
 			Help: "1 while this relay holds the slot and streams, 0 while it waits as a standby or restarts.", ConstLabels: cl}),
 		sessionsFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_relay_session_restarts_total",
 			Help: "Sessions that ended in an error and were restarted from the slot.", ConstLabels: cl}),
+		slotsRebuilt: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_relay_slot_rebuilds_total",
+			Help: "Times the relay recreated its slot to repair a gap (--on-slot-loss=republish, --since).", ConstLabels: cl}),
+		repairedEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_relay_repaired_records_total",
+			Help: "Records the relay republished from the events table to repair a gap.", ConstLabels: cl}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.transactions, m.kafkaTxns, m.batchEvents, m.commitSeconds,
-		m.lagSeconds, m.lagBytes, m.retainedBytes, m.confirmedLSN, m.active, m.sessionsFailed} {
+		m.lagSeconds, m.lagBytes, m.retainedBytes, m.confirmedLSN, m.active, m.sessionsFailed, m.slotsRebuilt, m.repairedEvents} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,28 +46,52 @@ func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 	}
 
 	// 1. Take the slot: START_REPLICATION succeeds only once no other
-	// connection holds it.
-	repl, sys, err := r.takeSlot(ctx, q, admin)
-	if err != nil {
-		return false, err
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = repl.Close(cctx)
-	}()
-	qctx, cancelQuery := r.pgCtx(ctx)
-	slot, err := q.RelaySlot(qctx, admin, r.cfg.Slot)
-	cancelQuery()
-	if err != nil {
-		return false, fmt.Errorf("relay: read slot %s: %w", r.cfg.Slot, err)
-	}
-	var slotConfirmed pglogrepl.LSN
-	if slot.ConfirmedFlushLsn != "" {
-		if slotConfirmed, err = pglogrepl.ParseLSN(slot.ConfirmedFlushLsn); err != nil {
-			return false, fmt.Errorf("relay: slot %s confirmed_flush_lsn: %w", r.cfg.Slot, err)
+	// connection holds it. A relay that repairs gaps and finds the slot
+	// missing or without its WAL recreates it instead (rebuildSlot): nobody
+	// streams a slot in that state, so fencing first harms no healthy relay.
+	var (
+		repl          *pgconn.PgConn
+		sys           pglogrepl.IdentifySystemResult
+		slotConfirmed pglogrepl.LSN
+		rebuild       string
+	)
+	if r.repairs() {
+		qctx, cancelQuery := r.pgCtx(ctx)
+		slot, err := q.RelaySlot(qctx, admin, r.cfg.Slot)
+		cancelQuery()
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			rebuild = "the slot does not exist"
+		case err != nil:
+			return false, fmt.Errorf("relay: read slot %s: %w", r.cfg.Slot, err)
+		case slot.WalStatus == "lost":
+			rebuild = "the slot lost WAL it needed (wal_status lost)"
 		}
 	}
+	if rebuild == "" {
+		var err error
+		if repl, sys, err = r.takeSlot(ctx, q, admin); err != nil {
+			return false, err
+		}
+		qctx, cancelQuery := r.pgCtx(ctx)
+		slot, err := q.RelaySlot(qctx, admin, r.cfg.Slot)
+		cancelQuery()
+		if err != nil {
+			closePg(repl)
+			return false, fmt.Errorf("relay: read slot %s: %w", r.cfg.Slot, err)
+		}
+		if slot.ConfirmedFlushLsn != "" {
+			if slotConfirmed, err = pglogrepl.ParseLSN(slot.ConfirmedFlushLsn); err != nil {
+				closePg(repl)
+				return false, fmt.Errorf("relay: slot %s confirmed_flush_lsn: %w", r.cfg.Slot, err)
+			}
+		}
+	}
+	defer func() {
+		if repl != nil {
+			closePg(repl)
+		}
+	}()
 
 	// 2. Initialise the transactional producer: this fences a zombie
 	// predecessor and resolves its last transaction.
@@ -100,12 +126,49 @@ func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if found {
-		if err := r.checkPosition(&ck, slotConfirmed, sys); err != nil {
+	if rebuild == "" {
+		switch {
+		case found:
+			var (
+				tlEnd pglogrepl.LSN
+				tlErr error
+			)
+			if ck.SystemID == sys.SystemID && ck.Timeline != 0 && ck.Timeline != sys.Timeline {
+				tlEnd, tlErr = r.timelineEnd(ctx, ck.Timeline, sys.Timeline)
+			}
+			err := r.checkPosition(&ck, slotConfirmed, sys, tlEnd, tlErr)
+			if errors.Is(err, ErrSlotMoved) && r.cfg.OnSlotLoss == SlotLossRepublish {
+				rebuild = strings.TrimPrefix(err.Error(), ErrSlotMoved.Error()+": ")
+			} else if err != nil {
+				return false, err
+			}
+		case !r.cfg.Since.IsZero():
+			// A first start asked to publish what came before the slot: the
+			// slot is made again so its snapshot splits the rows exactly.
+			rebuild = "first start with --since"
+		}
+		if rebuild != "" {
+			closePg(repl)
+			repl = nil
+		}
+	}
+	if rebuild != "" {
+		if found && !r.cfg.Since.IsZero() && r.cfg.OnSlotLoss != SlotLossRepublish {
+			// --since alone repairs only a first start; a checkpoint means
+			// this is not one, and the slot's trouble needs an operator.
+			return false, r.slotLossError(ck, found, ErrSlotMoved, rebuild)
+		}
+		rb, err := r.rebuildSlot(ctx, admin, cl, ck, found, rebuild)
+		if err != nil {
 			return false, err
 		}
-	} else {
+		repl, sys, ck, found = rb.repl, rb.sys, rb.ck, true
+		slotConfirmed = ck.Confirm
+	} else if !found {
 		ck = checkpoint{}
+	}
+	if found && !r.cfg.Since.IsZero() && rebuild == "" {
+		r.log.InfoContext(ctx, "relay: a checkpoint exists, so --since is ignored: this is not a first start", slog.Time("since", r.cfg.Since))
 	}
 	ck.Slot, ck.SystemID, ck.Timeline = r.cfg.Slot, sys.SystemID, sys.Timeline
 	// The stream starts at the slot's position, which checkPosition accepted:
@@ -186,6 +249,9 @@ func (r *Relay) preflight(ctx context.Context, q *sqlc.Queries, admin *pgx.Conn)
 		r.log.InfoContext(ctx, "relay: created publication", slog.String("publication", r.cfg.Publication))
 	}
 	slot, err := q.RelaySlot(qctx, admin, r.cfg.Slot)
+	if errors.Is(err, pgx.ErrNoRows) && r.repairs() && !r.cfg.NoCreate {
+		return nil // the session recreates it with its snapshot (rebuildSlot)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		if r.cfg.NoCreate {
 			return fmt.Errorf("%w: %s", ErrNoSlot, r.cfg.Slot)
@@ -207,16 +273,47 @@ func (r *Relay) preflight(ctx context.Context, q *sqlc.Queries, admin *pgx.Conn)
 	if slot.Plugin != "pgoutput" || slot.Database != admin.Config().Database {
 		return fmt.Errorf("%w: %s uses plugin %q on database %q", ErrBadSlot, r.cfg.Slot, slot.Plugin, slot.Database)
 	}
-	if slot.WalStatus == "lost" {
+	if slot.WalStatus == "lost" && !r.repairs() {
 		return r.walLost()
 	}
 	return nil
 }
 
 func (r *Relay) walLost() error {
-	return fmt.Errorf("%w: slot %s. Postgres removed WAL the relay had not yet relayed (max_slot_wal_keep_size). "+
-		"To recover: drop the slot (SELECT pg_drop_replication_slot('%s')), start the relay to recreate it, and republish "+
-		"the events committed while the relay was behind from the events table", ErrWALLost, r.cfg.Slot, r.cfg.Slot)
+	ck, found := r.peekCheckpoint()
+	return r.slotLossError(ck, found, ErrWALLost, "Postgres removed WAL the relay had not yet relayed (max_slot_wal_keep_size)")
+}
+
+// peekCheckpoint reads the slot's checkpoint without fencing anyone, for an
+// error message; it returns found=false when Kafka does not answer in time.
+func (r *Relay) peekCheckpoint() (checkpoint, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(r.cfg.KafkaOpts...)
+	if err != nil {
+		return checkpoint{}, false
+	}
+	defer cl.Close()
+	ck, found, err := readCheckpoint(ctx, r.cfg.KafkaOpts, kadm.NewClient(cl), r.cfg.CheckpointTopic, r.cfg.Slot)
+	return ck, found && err == nil
+}
+
+// slotLossError says what is wrong with the slot and gives the commands that
+// repair the gap exactly once.
+func (r *Relay) slotLossError(ck checkpoint, found bool, sentinel error, problem string) error {
+	since := "<the time of the last event you know reached Kafka>"
+	if found {
+		since = ck.gapStart().Add(-r.cfg.RepairMargin).UTC().Format(time.RFC3339)
+	}
+	republish := fmt.Sprintf("outbox republish --database-url ... --brokers ... --schema %s --slot %s --since %s", r.cfg.Schema, r.cfg.Slot, since)
+	var steps string
+	if errors.Is(sentinel, ErrWALLost) {
+		steps = fmt.Sprintf("drop the slot (SELECT pg_drop_replication_slot('%s')), start the relay again (it creates the slot), then run `%s`", r.cfg.Slot, republish)
+	} else {
+		steps = fmt.Sprintf("start the relay with --accept-slot-position (it streams from the slot's position), then run `%s`", republish)
+	}
+	return fmt.Errorf("%w: slot %s: %s. To repair the gap exactly once, either run the relay with --on-slot-loss=republish, which does it "+
+		"itself, or %s", sentinel, r.cfg.Slot, problem, steps)
 }
 
 // takeSlot starts replication on the slot, waiting as a hot standby while
@@ -281,12 +378,7 @@ func (r *Relay) startReplication(ctx context.Context) (*pgconn.PgConn, pglogrepl
 	}
 	sys, err = pglogrepl.IdentifySystem(ctx, conn)
 	if err == nil {
-		err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: []string{
-			"proto_version '1'",
-			"publication_names '" + r.cfg.Publication + "'",
-			"messages 'true'",
-			"binary 'true'",
-		}})
+		err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, r.replicationOptions())
 	}
 	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -301,25 +393,75 @@ func (r *Relay) startReplication(ctx context.Context) (*pgconn.PgConn, pglogrepl
 // Postgres only LSNs it has checkpointed, so a slot confirmed beyond the
 // checkpoint was moved by someone else or recreated, and a checkpoint from
 // another server does not describe this slot.
-func (r *Relay) checkPosition(ck *checkpoint, slotConfirmed pglogrepl.LSN, sys pglogrepl.IdentifySystemResult) error {
+//
+// A checkpoint from an earlier timeline (the server was promoted) holds only
+// while it is at or before the point where that timeline ended here: WAL past
+// it existed on the old primary alone, and its LSNs mean other transactions
+// on this timeline. tlEnd is that point (0: same timeline, or unknown).
+func (r *Relay) checkPosition(ck *checkpoint, slotConfirmed pglogrepl.LSN, sys pglogrepl.IdentifySystemResult, tlEnd pglogrepl.LSN, tlErr error) error {
 	var problem string
 	otherSystem := ck.SystemID != "" && ck.SystemID != sys.SystemID
+	otherTimeline := !otherSystem && ck.Timeline != 0 && ck.Timeline != sys.Timeline
 	switch {
 	case otherSystem:
 		problem = fmt.Sprintf("the checkpoint was written for Postgres system %s, this server is %s", ck.SystemID, sys.SystemID)
+	case otherTimeline && tlErr != nil:
+		problem = fmt.Sprintf("the checkpoint was written on timeline %d, this server is on %d, and where timeline %d ended here is unknown (%v)", ck.Timeline, sys.Timeline, ck.Timeline, tlErr)
+	case otherTimeline && ck.Confirm > tlEnd:
+		problem = fmt.Sprintf("the checkpoint (timeline %d, confirmed %s) is past %s, where timeline %d ended on this server (promoted to %d): the WAL after that was on the old primary only",
+			ck.Timeline, ck.Confirm, tlEnd, ck.Timeline, sys.Timeline)
 	case slotConfirmed > ck.Confirm:
 		problem = fmt.Sprintf("the slot is confirmed at %s, ahead of the checkpoint's %s: it was recreated or advanced by someone else, and events between may never reach Kafka", slotConfirmed, ck.Confirm)
 	default:
 		return nil
 	}
 	if !r.cfg.AcceptSlotPosition {
-		return fmt.Errorf("%w: slot %s: %s (pass AcceptSlotPosition / --accept-slot-position to relay from the slot's position)", ErrSlotMoved, r.cfg.Slot, problem)
+		if r.cfg.OnSlotLoss == SlotLossRepublish {
+			return fmt.Errorf("%w: %s", ErrSlotMoved, problem)
+		}
+		return r.slotLossError(*ck, true, ErrSlotMoved, problem)
 	}
 	r.log.Warn("relay: continuing from the slot's position although it does not match the checkpoint", slog.String("problem", problem))
 	if otherSystem {
 		*ck = checkpoint{}
 	}
 	return nil
+}
+
+// timelineEnd returns where timeline old ended in the history of timeline
+// cur (TIMELINE_HISTORY on a replication connection of its own: the session's
+// is streaming).
+func (r *Relay) timelineEnd(ctx context.Context, old, cur int32) (pglogrepl.LSN, error) {
+	pcfg, err := pgconn.ParseConfig(r.cfg.DatabaseURL)
+	if err != nil {
+		return 0, err
+	}
+	pcfg.RuntimeParams["replication"] = "database"
+	ctx, cancel := r.pgCtx(ctx)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		return 0, err
+	}
+	defer closePg(conn)
+	h, err := pglogrepl.TimelineHistory(ctx, conn, cur)
+	if err != nil {
+		return 0, err
+	}
+	return timelineSwitch(h.Content, old)
+}
+
+// timelineSwitch finds, in a timeline history file ("1\t0/3000060\treason"
+// per line), where timeline tli ended.
+func timelineSwitch(history []byte, tli int32) (pglogrepl.LSN, error) {
+	for _, line := range strings.Split(string(history), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != strconv.Itoa(int(tli)) {
+			continue
+		}
+		return pglogrepl.ParseLSN(f[1])
+	}
+	return 0, fmt.Errorf("timeline %d is not in this server's history", tli)
 }
 
 // kafkaLogger passes franz-go's warnings and errors to the relay's logger,

@@ -40,7 +40,7 @@ apache_only='TestMemberKilledWhileJoining|TestBrokerBounce|TestBrokerOutage|Test
 # The exactly-once suites: every package whose tests count records through
 # Kafka transactions.
 eos_pkgs=(./relay/ ./eos/... ./sink/ ./internal/ops/deadletter/ ./internal/ops/lagcheck/ ./internal/ops/topicspec/)
-crash_tests='TestCrash|TestWalsender|TestPostgresRestart|TestHugeTransaction|TestStandby|TestInterleaved|TestTransactionsKillRestart|TestRebalanceChurn|TestFencedProducer|TestReplayKilled'
+crash_tests='TestCrash|TestRepublishKilled|TestSlotDroppedUnderLoad|TestWalsender|TestPostgresRestart|TestHugeTransaction|TestStandby|TestInterleaved|TestTransactionsKillRestart|TestRebalanceChurn|TestFencedProducer|TestReplayKilled'
 
 echo "== test on kfake (race detector on)"
 go test -race -count=1 -timeout 30m -skip "$apache_only" ${OUTBOX_TEST_FLAGS:-} ./...

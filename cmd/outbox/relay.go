@@ -31,6 +31,9 @@ func relayCmd(e *env) *cobra.Command {
 		noCreate     = fs.Bool("no-create", false, "fail instead of creating a missing slot or publication")
 		noStandby    = fs.Bool("no-standby", false, "exit when another relay holds the slot instead of waiting as a hot standby")
 		acceptSlot   = fs.Bool("accept-slot-position", false, "continue although the slot's position does not match the Kafka checkpoint (events may have been skipped)")
+		onSlotLoss   = fs.String("on-slot-loss", relay.SlotLossStop, "when the slot lost WAL, is missing or was recreated (a failover): stop, with the repair commands, or republish: recreate it and repair the gap from the events table exactly once")
+		since        = fs.String("since", "", "on a first start (no checkpoint yet), also publish the rows created since then, which were committed before the slot existed: RFC 3339, or a duration ago such as 24h")
+		repairMargin = fs.Duration("repair-margin", 10*time.Minute, "a repair also reads rows created this long before the checkpoint's last commit (transactions open across it)")
 		txnID        = fs.String("transactional-id", "", "Kafka transactional id, stable per slot; defaults to outbox-relay-SLOT")
 		ckptTopic    = fs.String("checkpoint-topic", "outbox.relay.checkpoints", "compacted topic for LSN checkpoints")
 		topicTmpl    = fs.String("topic-template", "outbox.{aggregate_type}", "topic for event rows with no topic; {aggregate_type} {event_type} {kind}")
@@ -87,6 +90,10 @@ func relayCmd(e *env) *cobra.Command {
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
+		sinceT, err := parseWhen(*since)
+		if err != nil {
+			return err
+		}
 		reg := opsserver.NewRegistry()
 		r, err := relay.New(relay.Config{
 			DatabaseURL:         *dbURL,
@@ -96,6 +103,9 @@ func relayCmd(e *env) *cobra.Command {
 			NoCreate:            *noCreate,
 			NoStandby:           *noStandby,
 			AcceptSlotPosition:  *acceptSlot,
+			OnSlotLoss:          *onSlotLoss,
+			Since:               sinceT,
+			RepairMargin:        *repairMargin,
 			KafkaOpts:           kopts,
 			TransactionalID:     *txnID,
 			TransactionTimeout:  *txnTimeout,

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -178,7 +179,10 @@ func (c *Cluster) URL() string { return c.baseURL }
 // DatabaseURL is the URL of the named database on this server.
 func (c *Cluster) DatabaseURL(name string) string { return withDatabase(c.baseURL, name) }
 
-// CreateDatabase creates a database and returns its URL.
+// CreateDatabase creates a database and returns its URL. With a standby
+// (StartStandby), create databases on the primary: a standby is read-only and
+// refuses CREATE DATABASE, and physical replication copies the new database to
+// every standby, under the same name.
 func (c *Cluster) CreateDatabase(ctx context.Context, name string) (string, error) {
 	conn, err := pgx.Connect(ctx, c.baseURL)
 	if err != nil {
@@ -246,12 +250,41 @@ func (c *Cluster) Restart(ctx context.Context, mode string) error {
 	return c.local.start(ctx)
 }
 
-// PID is the postmaster's process id for a local cluster, 0 otherwise.
+// PID is the postmaster's process id for a local cluster, 0 otherwise (and 0
+// after Kill).
 func (c *Cluster) PID() int {
 	if c.local == nil {
 		return 0
 	}
 	return c.local.pid()
+}
+
+// Port is the TCP port the server listens on, so tests can build multi-host
+// URLs (MultiHostURL) that stay valid across failovers. A local cluster keeps
+// its port through Restart, Kill and RebuildAsStandbyOf. For a URL or container
+// server it is the URL's port, 0 when the URL names none.
+func (c *Cluster) Port() int {
+	if c.local != nil {
+		return c.local.port
+	}
+	u, err := url.Parse(c.baseURL)
+	if err != nil {
+		return 0
+	}
+	port, _ := strconv.Atoi(u.Port())
+	return port
+}
+
+// Kill SIGKILLs a local cluster's postmaster and its backends, the way a host
+// failure takes a primary down: no shutdown checkpoint, and clients and
+// standbys see their connections drop. It returns once every server process is
+// gone (bounded at about 20s), so the port is free for RebuildAsStandbyOf or
+// Restart. The data directory stays until Stop.
+func (c *Cluster) Kill() error {
+	if c.source != SourceLocal {
+		return fmt.Errorf("pgcluster: kill: only a local cluster can be killed, this one is %s", c.source)
+	}
+	return c.local.kill()
 }
 
 func ping(ctx context.Context, dsn string) error {

@@ -3,7 +3,7 @@ package pgcluster
 import (
 	"bytes"
 	"context"
-
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -147,25 +147,31 @@ func startLocal(ctx context.Context, binDir, dataDir string, port int, settings 
 			return nil, err
 		}
 	}
-	// Another process may take the free port between our probe and the bind, so a
-	// chosen (not configured) port gets a few tries.
+	if err := s.startOnPort(ctx, port != 0); err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	logger.Info("pgcluster: started local postgres", slog.String("bin", binDir), slog.String("dir", s.dir), slog.Int("port", s.port))
+	return s, nil
+}
+
+// startOnPort starts the server on s.port. Another process may take a free port
+// between our probe and the bind, so a chosen (not configured) port gets a few
+// tries on other free ports.
+func (s *localServer) startOnPort(ctx context.Context, configured bool) error {
 	for attempt := 1; ; attempt++ {
 		_ = os.WriteFile(filepath.Join(s.dir, "port"), []byte(strconv.Itoa(s.port)), 0o644)
 		err := s.start(ctx)
 		if err == nil {
-			break
+			return nil
 		}
-		if port != 0 || attempt == 3 || ctx.Err() != nil {
-			s.cleanup()
-			return nil, err
+		if configured || attempt == 3 || ctx.Err() != nil {
+			return err
 		}
 		if s.port, err = freePort(); err != nil {
-			s.cleanup()
-			return nil, err
+			return err
 		}
 	}
-	logger.Info("pgcluster: started local postgres", slog.String("bin", binDir), slog.String("dir", s.dir), slog.Int("port", s.port))
-	return s, nil
 }
 
 func (s *localServer) chown(path string) error {
@@ -302,6 +308,68 @@ func (s *localServer) stop(ctx context.Context, mode string, remove bool) error 
 		s.cleanup()
 	}
 	return nil
+}
+
+// kill SIGKILLs the postmaster's process group (the postmaster and every
+// backend, as a host failure would) and waits, bounded, until none of them is
+// left, so the port and data directory are free when it returns.
+func (s *localServer) kill() error {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd, s.done = nil, nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	// The postmaster leads its own group (Setpgid) and its children inherit it.
+	pgid := cmd.Process.Pid
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("pgcluster: kill postgres (pid %d): %w", pgid, err)
+	}
+	const bound = 10 * time.Second
+	select {
+	case <-done:
+	case <-time.After(bound):
+		return fmt.Errorf("pgcluster: postgres (pid %d) still running %s after SIGKILL", pgid, bound)
+	}
+	// The orphaned backends are reparented, and nobody may reap them: a zombie
+	// holds no port or file, so only a live one counts.
+	deadline := time.Now().Add(bound)
+	for {
+		left := liveInGroup(pgid)
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pgcluster: %d postgres processes of group %d still running %s after SIGKILL", left, pgid, bound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// liveInGroup counts the processes in group pgid that are not zombies, from /proc.
+func liveInGroup(pgid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	n := 0
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone since the glob
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, _ := strconv.Atoi(f[2]); g == pgid {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *localServer) cleanup() {
