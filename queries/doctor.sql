@@ -31,10 +31,23 @@ SELECT
     s.plugin::text AS plugin,
     coalesce(s.active, false)::boolean AS active,
     coalesce(s.wal_status, '')::text AS wal_status,
-    coalesce((pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::bigint, 0)::bigint AS retained_bytes
+    coalesce((pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::bigint, 0)::bigint AS retained_bytes,
+    coalesce(s.confirmed_flush_lsn::text, '')::text AS confirmed_flush_lsn
 FROM pg_catalog.pg_replication_slots s
 WHERE s.database = current_database()
 ORDER BY s.slot_name;
+
+-- The server's system identifier, which the relay's checkpoint records
+-- (IDENTIFY_SYSTEM): another one means a restore or another cluster. Managed
+-- services may restrict pg_control_system() to superusers and pg_monitor.
+-- name: DoctorSystemID :one
+SELECT system_identifier::text AS system_id FROM pg_catalog.pg_control_system();
+
+-- The timeline WAL is written on now, as IDENTIFY_SYSTEM reports it: the
+-- first 8 hex digits of the current WAL file's name. (pg_control_checkpoint()
+-- lags after a promotion until the next checkpoint completes.)
+-- name: DoctorTimeline :one
+SELECT ('x' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline;
 
 -- name: DoctorSchemaPrivileges :one
 SELECT

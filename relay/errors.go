@@ -40,10 +40,10 @@ var (
 	// does not exist and the relay may not create topics.
 	ErrUnknownTopic = errors.New("relay: topic does not exist")
 
-	// ErrRelayBehind is returned by Republish when the relay's slot has not
-	// yet relayed everything committed before the republish began, and no
-	// relay streams it: rows of the window may still arrive by the stream,
-	// so publishing them now could duplicate them.
+	// ErrRelayBehind is returned by Republish when the relay streaming the
+	// slot has not relayed, within RepublishConfig.WaitTimeout, everything
+	// committed before the republish began: rows of the window may still
+	// arrive by the stream, so publishing them now could duplicate them.
 	ErrRelayBehind = errors.New("relay: the relay's slot has not caught up with the republish snapshot")
 
 	// ErrBadSlot is returned when the slot exists but is not a pgoutput slot of

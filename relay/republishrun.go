@@ -32,6 +32,9 @@ type RepublishConfig struct {
 	// that does not exist, or lost its WAL, streams nothing and is not waited
 	// for. Defaults to "<Schema>_relay".
 	Slot string
+	// Publication is the relay's publication, decoded to find the rows still
+	// in an inactive slot's stream. Defaults to "<Schema>_events".
+	Publication string
 	// Since and Until bound the rows by created_at (the writing transaction's
 	// start): Since <= created_at < Until. Since is required; Until defaults
 	// to no bound (every row committed when the republish starts).
@@ -101,6 +104,10 @@ type RepublishSummary struct {
 	SnapshotLSN string
 	// WaitedFor is how long Republish waited for the relay to pass the snapshot.
 	WaitedFor time.Duration
+	// Pending is how many rows of the window were still in the stream of an
+	// inactive slot: the relay publishes them when it starts, so Republish
+	// leaves them out.
+	Pending int
 }
 
 // MissingEvent is one outbox row with a Kafka copy missing.
@@ -134,6 +141,9 @@ func (cfg RepublishConfig) withDefaults() (RepublishConfig, error) {
 	}
 	if cfg.Slot == "" {
 		cfg.Slot = cfg.Schema + "_relay"
+	}
+	if cfg.Publication == "" {
+		cfg.Publication = cfg.Schema + "_events"
 	}
 	if cfg.TransactionalID == "" {
 		cfg.TransactionalID = "outbox-republish-" + cfg.Schema
@@ -225,7 +235,8 @@ func Republish(ctx context.Context, cfg RepublishConfig) (RepublishSummary, erro
 	sum.SnapshotLSN = snapText
 
 	start := time.Now()
-	if err := waitForSlot(ctx, watch, cfg.Slot, snap, cfg.WaitTimeout, log); err != nil {
+	pending, err := waitForSlot(ctx, watch, cfg, snap, log)
+	if err != nil {
 		return sum, err
 	}
 	sum.WaitedFor = time.Since(start)
@@ -273,6 +284,14 @@ func Republish(ctx context.Context, cfg RepublishConfig) (RepublishSummary, erro
 	if err != nil {
 		return sum, err
 	}
+	for id := range pending {
+		if r := plan.byID[id]; r != nil {
+			sum.Pending++
+			for i := range r.present {
+				r.present[i] = true
+			}
+		}
+	}
 	sum.Rows, sum.Records, sum.InKafka = len(plan.rows), plan.records, plan.inKafka
 	for _, r := range plan.missingRows() {
 		me := MissingEvent{EventID: r.id, AggregateType: r.aggType, AggregateID: r.aggID, CreatedAt: r.createdAt}
@@ -284,11 +303,14 @@ func Republish(ctx context.Context, cfg RepublishConfig) (RepublishSummary, erro
 		sum.Missing = append(sum.Missing, me)
 	}
 	log.InfoContext(ctx, "relay: republish: window read", slog.Int("rows", sum.Rows), slog.Int("records", sum.Records),
-		slog.Int("in_kafka", sum.InKafka), slog.Int("missing", sum.Records-sum.InKafka), slog.String("snapshot_lsn", snapText))
+		slog.Int("in_kafka", sum.InKafka), slog.Int("pending_in_slot", sum.Pending), slog.Int("missing", len(sum.Missing)), slog.String("snapshot_lsn", snapText))
 	if cfg.DryRun {
 		return sum, nil
 	}
-	total := sum.Records - sum.InKafka
+	total := 0
+	for _, m := range sum.Missing {
+		total += len(m.Topics)
+	}
 	if cfg.Progress != nil {
 		rp.onBatch = func(published int) { cfg.Progress(published, total) }
 	}
@@ -315,16 +337,17 @@ func Republish(ctx context.Context, cfg RepublishConfig) (RepublishSummary, erro
 	return sum, nil
 }
 
-// waitForSlot waits until slot has confirmed snap: the relay has then
-// committed to Kafka every row the snapshot sees that its stream would
-// deliver. A missing slot, or one that lost its WAL, delivers nothing.
-func waitForSlot(ctx context.Context, conn *pgx.Conn, slot string, snap pglogrepl.LSN, timeout time.Duration, log *slog.Logger) error {
-	deadline := time.Now().Add(timeout)
+// waitForSlot makes sure no row the snapshot sees is still on its way to
+// Kafka through the relay's slot, and returns the ones that are. An active
+// slot (a relay streams it) is waited for until it has confirmed snap: the
+// relay has then committed every such row. An inactive one is decoded from
+// its position to snap without consuming anything
+// (pg_logical_slot_peek_binary_changes): the rows found there are what the
+// relay will publish when it starts, and are left out. A missing slot, or
+// one that lost its WAL, streams nothing.
+func waitForSlot(ctx context.Context, conn *pgx.Conn, cfg RepublishConfig, snap pglogrepl.LSN, log *slog.Logger) (map[uuid.UUID]bool, error) {
+	deadline := time.Now().Add(cfg.WaitTimeout)
 	logged := false
-	// A relay between sessions (a restart, its backoff) holds no slot for a
-	// moment; only a slot inactive for longer has no relay.
-	const inactiveGrace = 15 * time.Second
-	var inactiveSince time.Time
 	for {
 		var (
 			active    bool
@@ -332,42 +355,45 @@ func waitForSlot(ctx context.Context, conn *pgx.Conn, slot string, snap pglogrep
 			confirmed *string
 		)
 		err := conn.QueryRow(ctx, `SELECT coalesce(active, false), coalesce(wal_status, ''), confirmed_flush_lsn::text
-			FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active, &walStatus, &confirmed)
+			FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&active, &walStatus, &confirmed)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return fmt.Errorf("relay: republish: read slot %s: %w", slot, err)
+			return nil, fmt.Errorf("relay: republish: read slot %s: %w", cfg.Slot, err)
 		}
 		if walStatus == "lost" {
-			return nil
+			return nil, nil
 		}
 		var at pglogrepl.LSN
 		if confirmed != nil {
 			if at, err = pglogrepl.ParseLSN(*confirmed); err != nil {
-				return fmt.Errorf("relay: republish: slot %s confirmed_flush_lsn %q: %w", slot, *confirmed, err)
+				return nil, fmt.Errorf("relay: republish: slot %s confirmed_flush_lsn %q: %w", cfg.Slot, *confirmed, err)
 			}
 		}
 		if at >= snap {
-			return nil
+			return nil, nil
 		}
-		if active {
-			inactiveSince = time.Time{}
-		} else if inactiveSince.IsZero() {
-			inactiveSince = time.Now()
-		}
-		if !active && time.Since(inactiveSince) >= min(inactiveGrace, timeout) {
-			return fmt.Errorf("%w: slot %s is confirmed at %s, before the snapshot's %s, and no relay streams it: rows of the window "+
-				"committed after %s would arrive twice. Start the relay (with --accept-slot-position if it stopped on a moved slot) and run "+
-				"republish again, or let the relay repair the gap itself with `outbox relay --on-slot-loss=republish`",
-				ErrRelayBehind, slot, at, snap, at)
+		if !active {
+			pending, err := peekSlot(ctx, conn, cfg, snap)
+			if isCode(err, "55006") {
+				continue // a relay took it meanwhile: wait for that one
+			}
+			if err != nil {
+				return nil, err
+			}
+			if len(pending) > 0 {
+				log.InfoContext(ctx, "relay: republish: rows still in the inactive slot's stream are left to the relay", slog.String("slot", cfg.Slot),
+					slog.Int("rows", len(pending)), slog.String("confirmed_lsn", at.String()), slog.String("snapshot_lsn", snap.String()))
+			}
+			return pending, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: slot %s is confirmed at %s and has not reached the snapshot's %s within %s: the relay is behind; "+
-				"run republish again when it has caught up (see `outbox lag`), or pass a longer --wait", ErrRelayBehind, slot, at, snap, timeout)
+			return nil, fmt.Errorf("%w: slot %s is confirmed at %s and has not reached the snapshot's %s within %s: the relay is behind; "+
+				"run republish again when it has caught up (see `outbox lag`), or pass a longer --wait", ErrRelayBehind, cfg.Slot, at, snap, cfg.WaitTimeout)
 		}
 		if !logged {
-			log.InfoContext(ctx, "relay: republish: waiting for the relay to pass the snapshot", slog.String("slot", slot),
+			log.InfoContext(ctx, "relay: republish: waiting for the relay to pass the snapshot", slog.String("slot", cfg.Slot),
 				slog.String("confirmed_lsn", at.String()), slog.String("snapshot_lsn", snap.String()))
 			logged = true
 		}
@@ -375,8 +401,58 @@ func waitForSlot(ctx context.Context, conn *pgx.Conn, slot string, snap pglogrep
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-t.C:
 		}
 	}
+}
+
+// peekSlot decodes the inactive slot from its position up to snap and
+// returns the event ids of the outbox rows in it.
+func peekSlot(ctx context.Context, conn *pgx.Conn, cfg RepublishConfig, snap pglogrepl.LSN) (map[uuid.UUID]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL,
+		'proto_version', '1', 'publication_names', $3, 'binary', 'true')`, cfg.Slot, snap.String(), cfg.Publication)
+	if err != nil {
+		return nil, fmt.Errorf("relay: republish: decode slot %s up to %s: %w", cfg.Slot, snap, err)
+	}
+	defer rows.Close()
+	pending := map[uuid.UUID]bool{}
+	idCol := map[uint32]int{} // relation id -> event_id's position; -1: not the outbox
+	var cols []column
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("relay: republish: decode slot %s: %w", cfg.Slot, err)
+		}
+		switch {
+		case len(data) > 0 && data[0] == 'I':
+			var rel uint32
+			rel, cols, err = parseInsert(data, cols)
+			if err != nil {
+				return nil, fmt.Errorf("relay: republish: decode slot %s: %w", cfg.Slot, err)
+			}
+			i, ok := idCol[rel]
+			if !ok || i < 0 || i >= len(cols) || len(cols[i].data) != 16 {
+				continue
+			}
+			id, _ := uuid.FromBytes(cols[i].data)
+			pending[id] = true
+		case len(data) > 0 && data[0] == 'R':
+			msg, err := pglogrepl.Parse(data)
+			if err != nil {
+				return nil, fmt.Errorf("relay: republish: decode slot %s: %w", cfg.Slot, err)
+			}
+			rel := msg.(*pglogrepl.RelationMessage)
+			c, err := newColumns(rel)
+			if err != nil || rel.Namespace != cfg.Schema {
+				idCol[rel.RelationID] = -1
+				continue
+			}
+			idCol[rel.RelationID] = c.eventID
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("relay: republish: decode slot %s up to %s: %w", cfg.Slot, snap, err)
+	}
+	return pending, nil
 }

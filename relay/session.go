@@ -308,7 +308,7 @@ func (r *Relay) slotLossError(ck checkpoint, found bool, sentinel error, problem
 	republish := fmt.Sprintf("outbox republish --database-url ... --brokers ... --schema %s --slot %s --since %s", r.cfg.Schema, r.cfg.Slot, since)
 	var steps string
 	if errors.Is(sentinel, ErrWALLost) {
-		steps = fmt.Sprintf("drop the slot (SELECT pg_drop_replication_slot('%s')), start the relay again (it creates the slot), then run `%s`", r.cfg.Slot, republish)
+		steps = fmt.Sprintf("drop the slot (SELECT pg_drop_replication_slot('%s')), start the relay again with --accept-slot-position (it creates the slot and streams from it), then run `%s`", r.cfg.Slot, republish)
 	} else {
 		steps = fmt.Sprintf("start the relay with --accept-slot-position (it streams from the slot's position), then run `%s`", republish)
 	}

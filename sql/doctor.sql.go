@@ -113,18 +113,20 @@ SELECT
     s.plugin::text AS plugin,
     coalesce(s.active, false)::boolean AS active,
     coalesce(s.wal_status, '')::text AS wal_status,
-    coalesce((pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::bigint, 0)::bigint AS retained_bytes
+    coalesce((pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::bigint, 0)::bigint AS retained_bytes,
+    coalesce(s.confirmed_flush_lsn::text, '')::text AS confirmed_flush_lsn
 FROM pg_catalog.pg_replication_slots s
 WHERE s.database = current_database()
 ORDER BY s.slot_name
 `
 
 type DoctorSlotsRow struct {
-	SlotName      string
-	Plugin        string
-	Active        bool
-	WalStatus     string
-	RetainedBytes int64
+	SlotName          string
+	Plugin            string
+	Active            bool
+	WalStatus         string
+	RetainedBytes     int64
+	ConfirmedFlushLsn string
 }
 
 func (q *Queries) DoctorSlots(ctx context.Context, db DBTX) ([]DoctorSlotsRow, error) {
@@ -142,6 +144,7 @@ func (q *Queries) DoctorSlots(ctx context.Context, db DBTX) ([]DoctorSlotsRow, e
 			&i.Active,
 			&i.WalStatus,
 			&i.RetainedBytes,
+			&i.ConfirmedFlushLsn,
 		); err != nil {
 			return nil, err
 		}
@@ -151,4 +154,32 @@ func (q *Queries) DoctorSlots(ctx context.Context, db DBTX) ([]DoctorSlotsRow, e
 		return nil, err
 	}
 	return items, nil
+}
+
+const DoctorSystemID = `-- name: DoctorSystemID :one
+SELECT system_identifier::text AS system_id FROM pg_catalog.pg_control_system()
+`
+
+// The server's system identifier, which the relay's checkpoint records
+// (IDENTIFY_SYSTEM): another one means a restore or another cluster. Managed
+// services may restrict pg_control_system() to superusers and pg_monitor.
+func (q *Queries) DoctorSystemID(ctx context.Context, db DBTX) (string, error) {
+	row := db.QueryRow(ctx, DoctorSystemID)
+	var system_id string
+	err := row.Scan(&system_id)
+	return system_id, err
+}
+
+const DoctorTimeline = `-- name: DoctorTimeline :one
+SELECT ('x' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline
+`
+
+// The timeline WAL is written on now, as IDENTIFY_SYSTEM reports it: the
+// first 8 hex digits of the current WAL file's name. (pg_control_checkpoint()
+// lags after a promotion until the next checkpoint completes.)
+func (q *Queries) DoctorTimeline(ctx context.Context, db DBTX) (int32, error) {
+	row := db.QueryRow(ctx, DoctorTimeline)
+	var timeline int32
+	err := row.Scan(&timeline)
+	return timeline, err
 }

@@ -30,7 +30,8 @@ func republishCmd(e *env) *cobra.Command {
 	var kc kafkaconn.Config
 	kc.Register(fs)
 	var (
-		slot       = fs.String("slot", "", "the relay's slot: republish waits until it has relayed everything committed before the republish began; defaults to SCHEMA_relay")
+		slot       = fs.String("slot", "", "the relay's slot: rows still in its stream are left to the relay (a running relay is waited for); defaults to SCHEMA_relay")
+		pub        = fs.String("publication", "", "the relay's publication; defaults to SCHEMA_events")
 		since      = fs.String("since", "", "rows created from this time on (required): RFC 3339, or a duration ago such as 2h")
 		until      = fs.String("until", "", "rows created before this time: RFC 3339, or a duration ago; default: no bound")
 		aggTypes   = fs.String("aggregate-type", "", "only rows of these aggregate types, comma separated")
@@ -43,7 +44,7 @@ func republishCmd(e *env) *cobra.Command {
 		create     = fs.Bool("create-topics", false, "create a missing target topic instead of failing")
 		batch      = fs.Int("batch-events", 5000, "records per Kafka transaction")
 		margin     = fs.Duration("kafka-margin", 5*time.Minute, "start the scan of the topics this long before --since (clock differences)")
-		wait       = fs.Duration("wait", 2*time.Minute, "how long to wait for the relay to relay everything committed before the republish began")
+		wait       = fs.Duration("wait", 2*time.Minute, "how long to wait for a running relay to relay everything committed before the republish began")
 	)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
@@ -84,6 +85,7 @@ func republishCmd(e *env) *cobra.Command {
 			DatabaseURL:         *dbURL,
 			Schema:              *schema,
 			Slot:                *slot,
+			Publication:         *pub,
 			Since:               sinceT,
 			Until:               untilT,
 			AggregateTypes:      splitList(*aggTypes),
@@ -120,7 +122,10 @@ func republishCmd(e *env) *cobra.Command {
 
 // printRepublish prints the summary, and with a dry run the rows it would publish.
 func printRepublish(w io.Writer, sum relay.RepublishSummary, dry bool) {
-	missing := sum.Records - sum.InKafka
+	missing := 0
+	for _, m := range sum.Missing {
+		missing += len(m.Topics)
+	}
 	if dry {
 		if len(sum.Missing) > 0 {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -131,12 +136,20 @@ func printRepublish(w io.Writer, sum relay.RepublishSummary, dry bool) {
 			}
 			_ = tw.Flush()
 		}
-		fmt.Fprintf(w, "dry run: %d rows in the window (%d records), %d already in Kafka, %d would be published\n",
-			sum.Rows, sum.Records, sum.InKafka, missing)
+		fmt.Fprintf(w, "dry run: %d rows in the window (%d records), %d already in Kafka,%s %d would be published\n",
+			sum.Rows, sum.Records, sum.InKafka, pendingNote(sum), missing)
 		return
 	}
-	fmt.Fprintf(w, "republished: %d rows in the window (%d records), %d already in Kafka, %d published in %d Kafka transactions\n",
-		sum.Rows, sum.Records, sum.InKafka, sum.Published, sum.Transactions)
+	fmt.Fprintf(w, "republished: %d rows in the window (%d records), %d already in Kafka,%s %d published in %d Kafka transactions\n",
+		sum.Rows, sum.Records, sum.InKafka, pendingNote(sum), sum.Published, sum.Transactions)
+}
+
+// pendingNote mentions the rows left to the relay, when there are any.
+func pendingNote(sum relay.RepublishSummary) string {
+	if sum.Pending == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" %d still in the slot's stream (left to the relay),", sum.Pending)
 }
 
 // progress draws "published n/total" on a terminal (one line, redrawn), and

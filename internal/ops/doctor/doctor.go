@@ -1,8 +1,11 @@
 // Package doctor checks that a Postgres database is ready for the outbox
 // pipeline (server version, wal_level, slot and sender headroom, migrations,
 // publication, the role's rights, slot lag) and says what to do about each
-// failed check. `outbox doctor` prints its report; the relay's own preflight
-// covers the same ground at start.
+// failed check. Given the relay's Kafka checkpoint (Options.Checkpoint), it
+// also says whether the relay's slot may have a gap (lost WAL, a dropped or
+// recreated slot, a failover, a restore) and prints the command that repairs
+// it. `outbox doctor` prints its report; the relay's own preflight covers the
+// same ground at start.
 package doctor
 
 import (
@@ -27,6 +30,8 @@ const (
 	OK   Status = "OK"
 	Warn Status = "WARN"
 	Fail Status = "FAIL"
+	// Info is a check that was not made, with why; it fails nothing.
+	Info Status = "INFO"
 )
 
 // Check is one line of the report.
@@ -71,6 +76,16 @@ type Options struct {
 	Publication string
 	// MaxRetainedBytes warns about a slot retaining more WAL. Defaults to 1 GiB.
 	MaxRetainedBytes int64
+	// Slot is the relay's replication slot, the one the gap check compares
+	// with the relay's checkpoint. Defaults to "<schema>_relay".
+	Slot string
+	// Checkpoint reads the relay's last checkpoint for slot from Kafka;
+	// found is false when there is none. An error fails the gap check. nil
+	// (no Kafka given) skips the gap check with an Info line. Defaults to nil.
+	Checkpoint func(ctx context.Context, slot string) (ck SlotCheckpoint, found bool, err error)
+	// CheckpointTopic is the topic Checkpoint reads, named in the printed
+	// commands when it is not the default. Defaults to DefaultCheckpointTopic.
+	CheckpointTopic string
 }
 
 // MinServerVersion is the oldest Postgres the relay supports (14).
@@ -79,8 +94,9 @@ const MinServerVersion = 140000
 // ErrConnect is returned by Run when the database cannot be reached at all.
 var ErrConnect = errors.New("doctor: cannot connect")
 
-// Run connects to databaseURL and runs every check. It returns an error only
-// when it cannot connect; failed checks are in the report.
+// Run connects to databaseURL and runs every check, calling opts.Checkpoint
+// (when set) once for the relay's slot. It returns an error when it cannot
+// connect or a catalog query fails; failed checks are in the report.
 func Run(ctx context.Context, databaseURL string, opts Options) (Report, error) {
 	if opts.Schema == "" {
 		opts.Schema = migrations.DefaultSchema
@@ -90,6 +106,12 @@ func Run(ctx context.Context, databaseURL string, opts Options) (Report, error) 
 	}
 	if opts.MaxRetainedBytes == 0 {
 		opts.MaxRetainedBytes = 1 << 30
+	}
+	if opts.Slot == "" {
+		opts.Slot = opts.Schema + "_relay"
+	}
+	if opts.CheckpointTopic == "" {
+		opts.CheckpointTopic = DefaultCheckpointTopic
 	}
 	if err := migrations.ValidateSchema(opts.Schema); err != nil {
 		return Report{}, err
@@ -167,12 +189,22 @@ func Run(ctx context.Context, databaseURL string, opts Options) (Report, error) 
 		add(Check{Name: "relay slot", Status: Warn, Detail: "no replication slot in this database yet",
 			Fix: "start `outbox relay` (it creates its slot) before the writers go live: a slot sees only what commits after it exists"})
 	}
+	var relaySlot *sql.DoctorSlotsRow
+	for i, s := range slots {
+		if s.SlotName == opts.Slot {
+			relaySlot = &slots[i]
+		}
+	}
+	gap, err := readGap(ctx, q, conn, opts, relaySlot)
+	if err != nil {
+		return Report{}, err
+	}
 	for _, s := range slots {
 		c = Check{Name: "slot " + s.SlotName, Status: OK, Detail: fmt.Sprintf("%s, active=%t, wal_status=%s, retains %s", s.Plugin, s.Active, s.WalStatus, bytesStr(s.RetainedBytes))}
 		switch {
 		case s.WalStatus == "lost":
 			c.Status = Fail
-			c.Fix = "the slot's WAL was removed (max_slot_wal_keep_size): events were lost to it; drop and recreate the slot, then re-snapshot or re-publish the outbox rows since the last checkpoint"
+			c.Fix = lostWALFix(opts, s.SlotName, gap.since())
 		case s.RetainedBytes > opts.MaxRetainedBytes:
 			c.Status = Warn
 			c.Fix = "a slot retaining this much WAL has a stopped or lagging consumer: start the relay, or drop the slot if it is abandoned"
@@ -182,6 +214,7 @@ func Run(ctx context.Context, databaseURL string, opts Options) (Report, error) 
 		}
 		add(c)
 	}
+	add(gap.check())
 	return r, nil
 }
 
