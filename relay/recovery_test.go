@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -227,8 +228,14 @@ func TestRepublishKilledMidRunThenRerun(t *testing.T) {
 	first := countRepublished(t, b)
 	require.GreaterOrEqual(t, first, 400)
 
+	// The second is SIGKILLed while it publishes: after it has read the
+	// window, at a random moment.
 	c = b.startChild(t, cc)
-	time.Sleep(time.Duration(300+time.Now().UnixNano()%700) * time.Millisecond)
+	require.Eventually(t, func() bool {
+		out, _ := os.ReadFile(c.log)
+		return strings.Contains(string(out), "republish: window read") || c.exited()
+	}, time.Minute, 5*time.Millisecond)
+	time.Sleep(time.Duration(rand.IntN(scale(60, 300))) * time.Millisecond)
 	c.kill()
 	second := countRepublished(t, b)
 

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kslog"
 )
@@ -52,7 +53,9 @@ type RepublishConfig struct {
 	// TransactionalID is the republish producer's transactional id. Every run
 	// with the same id fences the one before it, which is what makes a
 	// repeated or crashed run safe: keep it stable. Defaults to
-	// "outbox-republish-<Schema>".
+	// "outbox-republish-<Slot>": one per relay, like the relay's own
+	// "outbox-relay-<Slot>", so repairs of two outboxes sharing a Kafka
+	// cluster never fence each other.
 	TransactionalID string
 	// CheckpointTopic receives, in every republish transaction, a progress
 	// record keyed "republish:<TransactionalID>". Defaults to
@@ -146,7 +149,7 @@ func (cfg RepublishConfig) withDefaults() (RepublishConfig, error) {
 		cfg.Publication = cfg.Schema + "_events"
 	}
 	if cfg.TransactionalID == "" {
-		cfg.TransactionalID = "outbox-republish-" + cfg.Schema
+		cfg.TransactionalID = "outbox-republish-" + cfg.Slot
 	}
 	if cfg.CheckpointTopic == "" {
 		cfg.CheckpointTopic = "outbox.relay.checkpoints"
@@ -330,6 +333,9 @@ func Republish(ctx context.Context, cfg RepublishConfig) (RepublishSummary, erro
 		return []*kgo.Record{{Topic: cfg.CheckpointTopic, Key: key, Value: b}}
 	}
 	sum.Published, sum.Transactions, err = rp.publish(ctx, tx, plan, extra)
+	if errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.ProducerFenced) {
+		return sum, fmt.Errorf("%w (another republish with transactional id %q started and fenced this one; what this run committed stays, and a new run publishes only what is still missing)", err, cfg.TransactionalID)
+	}
 	if err != nil {
 		return sum, err
 	}

@@ -37,7 +37,7 @@ func republishCmd(e *env) *cobra.Command {
 		aggTypes   = fs.String("aggregate-type", "", "only rows of these aggregate types, comma separated")
 		eventIDs   = fs.StringSlice("event-id", nil, "only these events (repeat the flag or separate with commas)")
 		dryRun     = fs.Bool("dry-run", false, "list what would be published and publish nothing")
-		txnID      = fs.String("transactional-id", "", "Kafka transactional id of the republish producer, stable so a new run fences a crashed one; defaults to outbox-republish-SCHEMA")
+		txnID      = fs.String("transactional-id", "", "Kafka transactional id of the republish producer, stable so a new run fences a crashed one; defaults to outbox-republish-SLOT")
 		ckptTopic  = fs.String("checkpoint-topic", "outbox.relay.checkpoints", "compacted topic that receives the republish's progress records")
 		topicTmpl  = fs.String("topic-template", "outbox.{aggregate_type}", "the relay's --topic-template")
 		recordTmpl = fs.String("record-topic-template", "outbox.{aggregate_type}.records", "the relay's --record-topic-template")
