@@ -2,6 +2,7 @@ package pgcluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -124,11 +125,20 @@ func TestRunsAsNormalUser(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), childEnv+"=1", "HOME="+dir, "TMPDIR=/tmp")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	out, err := cmd.CombinedOutput()
+	// A parallel test's fork may still hold the copy's write descriptor for
+	// a moment (golang/go#22315): exec then fails with ETXTBSY.
+	var out []byte
+	for range 50 {
+		cmd := exec.CommandContext(ctx, bin)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), childEnv+"=1", "HOME="+dir, "TMPDIR=/tmp")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		out, err = cmd.CombinedOutput()
+		if !errors.Is(err, syscall.ETXTBSY) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	require.NoError(t, err, string(out))
 	require.Contains(t, string(out), "child ok uid="+u.Uid)
 }
