@@ -18,7 +18,7 @@ type pump struct {
 	r     *Relay
 	cl    *kgo.Client
 	st    *stream
-	items <-chan item
+	items <-chan []item
 
 	start checkpoint // read from Kafka at session start: what to skip
 	done  checkpoint // last committed
@@ -43,7 +43,16 @@ type pump struct {
 	txns        int
 	commitTimes []time.Time
 	inTx        bool
-	tx          struct {
+	// The adaptive wait's view of the arrival process: the mean gap between
+	// the WAL commit times of recent relayed transactions (an EWMA: WAL
+	// times, not arrival here, so a burst queued behind a commit does not
+	// look like a fast stream), the last commit time, and when that
+	// transaction reached the pump.
+	gap        time.Duration
+	lastCommit time.Time
+	lastArrive time.Time
+	waitTimer  *time.Timer
+	tx         struct {
 		lsn            pglogrepl.LSN
 		commitTime     time.Time
 		rows, skipRows int64
@@ -77,24 +86,27 @@ func (p *pump) loop(ctx context.Context, errs <-chan error, stopStream func()) e
 		if ctx.Err() != nil {
 			return p.shutdown(ctx, stopStream)
 		}
-		var it item
+		var group []item
 		select {
-		case it = <-p.items:
+		case group = <-p.items:
 		default:
 			// The stream has nothing queued: close the batch at a transaction
-			// boundary once it lingered long enough.
-			var linger *time.Timer
+			// boundary unless more is expected within the latency budget.
 			lingerC := (<-chan time.Time)(nil)
 			if p.dirty && !p.inTx {
-				wait := p.r.cfg.Linger - time.Since(p.firstAt)
+				wait := p.wait(time.Now())
 				if wait <= 0 {
 					if err := p.commit(pctx); err != nil {
 						return err
 					}
 					continue
 				}
-				linger = time.NewTimer(wait)
-				lingerC = linger.C
+				if p.waitTimer == nil {
+					p.waitTimer = time.NewTimer(wait)
+				} else {
+					p.waitTimer.Reset(wait)
+				}
+				lingerC = p.waitTimer.C
 			}
 			var (
 				got     bool
@@ -102,7 +114,7 @@ func (p *pump) loop(ctx context.Context, errs <-chan error, stopStream func()) e
 				stopNow bool
 			)
 			select {
-			case it = <-p.items:
+			case group = <-p.items:
 				got = true
 			case err := <-errs:
 				if err == nil {
@@ -113,8 +125,8 @@ func (p *pump) loop(ctx context.Context, errs <-chan error, stopStream func()) e
 				stopNow = true
 			case <-lingerC:
 			}
-			if linger != nil {
-				linger.Stop()
+			if lingerC != nil {
+				p.waitTimer.Stop()
 			}
 			switch {
 			case wakeErr != nil:
@@ -125,14 +137,16 @@ func (p *pump) loop(ctx context.Context, errs <-chan error, stopStream func()) e
 				continue
 			}
 		}
-		if err := p.handle(it); err != nil {
-			return err
+		for i := range group {
+			if err := p.handle(&group[i]); err != nil {
+				return err
+			}
 		}
 	}
 }
 
 // handle applies one stream item to the batch.
-func (p *pump) handle(it item) error {
+func (p *pump) handle(it *item) error {
 	cfg := &p.r.cfg
 	switch it.kind {
 	case itemBegin:
@@ -194,6 +208,7 @@ func (p *pump) handle(it item) error {
 		if p.tx.relayed {
 			p.txns++
 			p.commitTimes = append(p.commitTimes, it.commitTime)
+			p.seeArrival(it.commitTime)
 		}
 		p.markDirty()
 	case itemMessage:
@@ -212,6 +227,48 @@ func (p *pump) handle(it item) error {
 		}
 	}
 	return nil
+}
+
+// maxGap caps one sample of the arrival EWMA: after an idle minute the
+// first transactions of a busy period should not take long to count as busy.
+const maxGap = 100 * time.Millisecond
+
+// seeArrival feeds a relayed transaction's WAL commit time to the EWMA.
+func (p *pump) seeArrival(commitTime time.Time) {
+	p.lastArrive = time.Now()
+	if !p.lastCommit.IsZero() {
+		d := min(max(commitTime.Sub(p.lastCommit), 0), maxGap)
+		if p.gap == 0 {
+			p.gap = d
+		} else {
+			p.gap += (d - p.gap) / 8
+		}
+	}
+	if commitTime.After(p.lastCommit) {
+		p.lastCommit = commitTime
+	}
+}
+
+// wait is how long the open batch, quiet at a transaction boundary, waits
+// for more before it commits; zero or less: commit now. With a fixed Linger
+// it is what is left of it. Otherwise the batch waits for the next
+// transaction only while one is expected (twice the usual gap since the
+// last one) before its first event has waited MaxLatency: a stream whose
+// gaps are longer than the budget commits every transaction at once.
+func (p *pump) wait(now time.Time) time.Duration {
+	cfg := &p.r.cfg
+	age := now.Sub(p.firstAt)
+	if cfg.Linger > 0 {
+		return cfg.Linger - age
+	}
+	if cfg.MaxLatency < 0 || p.events == 0 || p.gap == 0 {
+		return 0
+	}
+	left := cfg.MaxLatency - age
+	if p.gap >= left {
+		return 0
+	}
+	return min(2*p.gap-now.Sub(p.lastArrive), left)
 }
 
 func (p *pump) markDirty() {

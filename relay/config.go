@@ -89,9 +89,20 @@ type Config struct {
 	// MaxBatchBytes closes a batch once its payloads reach this size.
 	// Defaults to 4 MiB.
 	MaxBatchBytes int
-	// Linger is how long an open batch waits for more transactions once the
-	// stream has nothing queued. Defaults to 0: commit as soon as the stream is
-	// quiet, which gives the lowest latency; batches still grow under load.
+	// MaxLatency is the adaptive batching's budget: how long the first event
+	// of an open Kafka transaction may wait for more Postgres transactions
+	// before the relay commits. The relay waits only while more are expected
+	// soon (the gaps between recent commits, from their WAL commit times, are
+	// short against what is left of the budget), so an idle stream commits
+	// each transaction at once and a busy one commits a few times per budget;
+	// while a commit is in flight the next transactions queue and go into the
+	// next batch anyway. Defaults to 5ms; negative: never wait, commit as soon
+	// as the stream has nothing queued (one Kafka transaction per Postgres
+	// transaction at low rates).
+	MaxLatency time.Duration
+	// Linger, when positive, replaces the adaptive wait with a fixed one: an
+	// open batch waits this long from its first event whenever the stream
+	// has nothing queued. Defaults to 0: adaptive (MaxLatency).
 	Linger time.Duration
 	// SplitEvents splits a single Postgres transaction across Kafka transactions
 	// every this many events (checkpointing the position inside it). Defaults
@@ -152,6 +163,11 @@ type hooks struct {
 // errConfig marks a configuration error from New.
 var errConfig = errors.New("relay: invalid config")
 
+// DefaultMaxLatency is Config.MaxLatency's default: a few Kafka commit round
+// trips, short against the p50 a consumer notices, long enough that at
+// thousands of events per second a Kafka transaction carries tens of them.
+const DefaultMaxLatency = 5 * time.Millisecond
+
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // withDefaults returns cfg with defaults filled in, or an error naming the
@@ -197,6 +213,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	defDur(&cfg.RetryBackoff, time.Second)
 	defDur(&cfg.ShutdownTimeout, 10*time.Second)
 	defDur(&cfg.RepairMargin, 10*time.Minute)
+	defDur(&cfg.MaxLatency, DefaultMaxLatency)
 	switch cfg.OnSlotLoss {
 	case "":
 		cfg.OnSlotLoss = SlotLossStop

@@ -20,9 +20,17 @@ import (
 	sqlc "github.com/outboxrelay/outbox/sql"
 )
 
-// itemQueue is how many decoded stream items may wait for the batching loop.
-// It bounds memory together with the producer's buffer.
-const itemQueue = 512
+// The stream hands decoded items to the batching loop in groups: a whole
+// small Postgres transaction at once, a large one every groupItems items or
+// groupBytes of payload. One hand-off per transaction instead of one per
+// message is what a low steady rate pays for most (each wakes a parked
+// goroutine). itemQueue groups may wait; with the producer's buffer they
+// bound memory.
+const (
+	itemQueue  = 8
+	groupItems = 64
+	groupBytes = 1 << 20
+)
 
 // session runs the start-up sequence of the design (take the slot, fence the
 // producer, read the checkpoint) and then streams until ctx ends or something
@@ -177,7 +185,7 @@ func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 	ck.Confirm = max(ck.Confirm, slotConfirmed)
 
 	// 4. Stream, skipping every transaction at or below the checkpoint.
-	items := make(chan item, itemQueue)
+	items := make(chan []item, itemQueue)
 	st := &stream{conn: repl, out: items, schema: r.cfg.Schema, rt: r.rt, interval: r.cfg.StatusInterval, timeout: r.cfg.PostgresTimeout, log: r.log, m: r.m}
 	st.confirm(ck.Confirm)
 

@@ -41,7 +41,7 @@ type item struct {
 // batching loop says is committed to Kafka. It never confirms anything else.
 type stream struct {
 	conn     *pgconn.PgConn
-	out      chan item
+	out      chan []item
 	schema   string
 	rt       *router
 	interval time.Duration
@@ -54,6 +54,11 @@ type stream struct {
 	confirmed atomic.Uint64
 	// walEnd is the server's WAL end from the latest message, for lag metrics.
 	walEnd atomic.Uint64
+
+	// group collects items until a commit, a message or the group bounds
+	// send them to the batching loop together.
+	group      []item
+	groupBytes int
 
 	rels     map[uint32]*columns
 	cols     []column  // reused by parseInsert
@@ -206,10 +211,23 @@ func (s *stream) finish() error {
 	return s.maybeStatus(time.Now(), true)
 }
 
-// emit hands an item to the batching loop, answering Postgres while it waits.
+// emit adds an item to the group and hands the group to the batching loop
+// at a transaction's end, a message, or the group bounds.
 func (s *stream) emit(ctx context.Context, it item) error {
+	s.group = append(s.group, it)
+	s.groupBytes += it.size
+	if it.kind == itemBegin || it.kind == itemRow && len(s.group) < groupItems && s.groupBytes < groupBytes {
+		return nil
+	}
+	g := s.group
+	s.group, s.groupBytes = make([]item, 0, min(2*len(g), groupItems)), 0
+	return s.send(ctx, g)
+}
+
+// send hands a group to the batching loop, answering Postgres while it waits.
+func (s *stream) send(ctx context.Context, g []item) error {
 	select {
-	case s.out <- it:
+	case s.out <- g:
 		return nil
 	default:
 	}
@@ -217,7 +235,7 @@ func (s *stream) emit(ctx context.Context, it item) error {
 	defer t.Stop()
 	for {
 		select {
-		case s.out <- it:
+		case s.out <- g:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()

@@ -23,6 +23,7 @@ func benchRelayCmd(e *env) *cobra.Command {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "steady phase: how long to offer load")
 	fs.IntVar(&cfg.HugeEvents, "huge-events", cfg.HugeEvents, "events in one Postgres transaction for the RSS check (0 skips)")
 	fs.IntVar(&cfg.MaxBatchEvents, "max-batch-events", cfg.MaxBatchEvents, "relay --max-batch-events (0: the relay's default)")
+	fs.DurationVar(&cfg.MaxLatency, "max-latency", cfg.MaxLatency, "relay --max-latency (0: never wait)")
 	fs.DurationVar(&cfg.Linger, "linger", cfg.Linger, "relay --linger")
 	fs.StringVar(&cfg.RelayCPUProfile, "relay-cpuprofile", "", "write the relay's CPU profile of the drain phase to this file")
 	check := checkFlag(fs)

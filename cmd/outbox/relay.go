@@ -41,7 +41,8 @@ func relayCmd(e *env) *cobra.Command {
 		createTopics = fs.Bool("create-topics", false, "create missing routed topics (records compacted, events delete); on by default with --embedded-kafka")
 		maxEvents    = fs.Int("max-batch-events", 5000, "close a Kafka transaction at this many events (at a Postgres transaction boundary)")
 		maxBytes     = fs.Int("max-batch-bytes", 4<<20, "close a Kafka transaction at this many payload bytes (at a Postgres transaction boundary)")
-		linger       = fs.Duration("linger", 0, "wait this long for more transactions once the stream is quiet before committing")
+		maxLatency   = fs.Duration("max-latency", relay.DefaultMaxLatency, "adaptive batching: while more transactions are expected, wait up to this long from an open batch's first event before committing (0: commit as soon as the stream is quiet)")
+		linger       = fs.Duration("linger", 0, "a fixed wait instead of the adaptive one: an open batch waits this long from its first event once the stream is quiet")
 		splitEvents  = fs.Int("split-events", 50000, "split one Postgres transaction across Kafka transactions every this many events")
 		splitBytes   = fs.Int("split-bytes", 32<<20, "split one Postgres transaction across Kafka transactions every this many payload bytes")
 		txnTimeout   = fs.Duration("transaction-timeout", 60*time.Second, "Kafka transaction timeout")
@@ -115,6 +116,7 @@ func relayCmd(e *env) *cobra.Command {
 			CreateTopics:        *createTopics,
 			MaxBatchEvents:      *maxEvents,
 			MaxBatchBytes:       *maxBytes,
+			MaxLatency:          cliMaxLatency(*maxLatency),
 			Linger:              *linger,
 			SplitEvents:         *splitEvents,
 			SplitBytes:          *splitBytes,
@@ -153,4 +155,13 @@ func relayCmd(e *env) *cobra.Command {
 		return stopped(ctx, err)
 	}
 	return c
+}
+
+// cliMaxLatency maps --max-latency to relay.Config.MaxLatency, whose zero
+// means the default: on the command line 0 says "never wait".
+func cliMaxLatency(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
+	"github.com/outboxrelay/outbox/relay"
 )
 
 // MaxRate is the highest Config.Rate: the load generator spaces events by
@@ -49,8 +50,12 @@ type Config struct {
 	// MaxBatchEvents is the relay's --max-batch-events (--max-batch-events).
 	// Zero: the relay's own default. DefaultConfig: 5,000.
 	MaxBatchEvents int
-	// Linger is the relay's --linger (--linger). Zero: no linger, the relay's
-	// default.
+	// MaxLatency is the relay's --max-latency (--max-latency), the adaptive
+	// batching's budget. Zero: never wait, commit as soon as the stream is
+	// quiet. DefaultConfig: relay.DefaultMaxLatency.
+	MaxLatency time.Duration
+	// Linger is the relay's --linger (--linger), a fixed wait instead of the
+	// adaptive one. Zero: adaptive, the relay's default.
 	Linger time.Duration
 	// RelayCPUProfile is where the relay writes the CPU profile of the drain
 	// phase (--relay-cpuprofile); the steady phase writes PATH.steady and a
@@ -75,6 +80,7 @@ func DefaultConfig() Config {
 		Duration:       20 * time.Second,
 		HugeEvents:     1_000_000,
 		MaxBatchEvents: 5000,
+		MaxLatency:     relay.DefaultMaxLatency,
 	}
 }
 
@@ -96,6 +102,9 @@ func (c Config) Validate() error {
 		bad("--rate %d: events per second from 0 (skips the steady phase) to %d", c.Rate, MaxRate)
 	case c.Rate > 0 && c.Duration < time.Second/time.Duration(c.Rate):
 		bad("--duration %s: the steady phase at --rate %d offers no event in that time", c.Duration, c.Rate)
+	}
+	if c.MaxLatency < 0 {
+		bad("--max-latency %s: not below 0", c.MaxLatency)
 	}
 	if c.Linger < 0 {
 		bad("--linger %s: not below 0", c.Linger)

@@ -41,15 +41,3 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
-
-func TestWithDatabaseName(t *testing.T) {
-	for in, want := range map[string]string{
-		"postgres://u:p@h:5432/postgres?sslmode=disable": "postgres://u:p@h:5432/bench?sslmode=disable",
-		"postgres://u@h":      "postgres://u@h/bench",
-		"host=/tmp port=5432": "host=/tmp port=5432 dbname=bench",
-	} {
-		if got := withDatabaseName(in, "bench"); got != want {
-			t.Errorf("withDatabaseName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -159,7 +159,7 @@ func (b *bench) setup(ctx context.Context) (func(), error) {
 	if err != nil {
 		return stop, fmt.Errorf("bench relay: create database: %w", err)
 	}
-	b.url = withDatabaseName(base, dbName)
+	b.url = pgcluster.WithDatabase(base, dbName)
 	m, err := migrations.Open(ctx, b.url, "outbox", nil)
 	if err != nil {
 		return stop, err
@@ -223,7 +223,7 @@ func (b *bench) setup(ctx context.Context) (func(), error) {
 	})
 	b.relayArgs = []string{"relay", "--database-url", b.url, "--schema", "outbox", "--slot", slot, "--brokers", strings.Join(kc.Brokers, ","),
 		"--checkpoint-topic", ckpt, "--topic-template", b.topic, "--record-topic-template", b.topic,
-		"--heartbeat", "2s", "--linger", b.cfg.Linger.String()}
+		"--heartbeat", "2s", "--linger", b.cfg.Linger.String(), "--max-latency", b.cfg.MaxLatency.String()}
 	if b.cfg.MaxBatchEvents > 0 {
 		b.relayArgs = append(b.relayArgs, "--max-batch-events", fmt.Sprint(b.cfg.MaxBatchEvents))
 	}
@@ -360,21 +360,4 @@ func numCPU() int {
 		return 0
 	}
 	return strings.Count(string(b), "processor\t:")
-}
-
-// withDatabaseName replaces the database of a postgres:// URL.
-func withDatabaseName(url, name string) string {
-	if _, err := pgx.ParseConfig(url); err != nil || !strings.Contains(url, "://") {
-		return url + " dbname=" + name
-	}
-	i := strings.Index(url, "://")
-	rest := url[i+3:]
-	q := ""
-	if j := strings.IndexByte(rest, '?'); j >= 0 {
-		rest, q = rest[:j], rest[j:]
-	}
-	if j := strings.IndexByte(rest, '/'); j >= 0 {
-		rest = rest[:j]
-	}
-	return url[:i+3] + rest + "/" + name + q
 }
