@@ -24,12 +24,15 @@ import (
 // small Postgres transaction at once, a large one every groupItems items or
 // groupBytes of payload. One hand-off per transaction instead of one per
 // message is what a low steady rate pays for most (each wakes a parked
-// goroutine). itemQueue groups may wait; with the producer's buffer they
-// bound memory.
+// goroutine). itemQueue groups may wait: while a Kafka commit is in flight
+// the stream must be able to queue what arrives meanwhile, or the next
+// batch can hold no more than the queue and the relay falls behind a steady
+// stream of small transactions. With the producer's buffer the queue bounds
+// memory: at most itemQueue × groupBytes plus one row per group.
 const (
-	itemQueue  = 8
+	itemQueue  = 256
 	groupItems = 64
-	groupBytes = 1 << 20
+	groupBytes = 256 << 10
 )
 
 // session runs the start-up sequence of the design (take the slot, fence the
