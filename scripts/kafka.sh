@@ -339,7 +339,7 @@ cmd_start() {
   [[ "$tv" == 1 || "$tv" == 2 ]] || die "--transaction-version must be 1 or 2, not $tv"
   need_java
   local j
-  j="$(jars)"
+  j="$(jars)" || exit 1
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
   (
@@ -419,7 +419,7 @@ cmd_node() {
   case "$action" in
     start)
       local j
-      j="$(jars)"
+      j="$(jars)" || exit 1
       start_node "$dir" "$i" "$j"
       wait_ready "$dir" "$i"
       ;;

@@ -29,9 +29,15 @@ go mod verify >/dev/null
 echo "== lint: staticcheck"
 go tool staticcheck ./...
 
-# Fetch the broker's jars once, before parallel test binaries want them.
+# Fetch the broker's jars, and Kafka Connect's with Debezium's (the peer
+# `outbox bench compare` measures against), once, before parallel test
+# binaries want them. An assignment, not an echo of $(...), so a failed fetch
+# stops here.
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
-echo "== Apache Kafka $kafka_version jars: $(bash scripts/kafka.sh jars)"
+jars="$(bash scripts/kafka.sh jars)"
+echo "== Apache Kafka $kafka_version jars: $jars"
+jars="$(bash scripts/connect.sh jars)"
+echo "== Kafka Connect and Debezium jars: $jars"
 
 # Tests that always start Apache Kafka clusters of their own (three nodes,
 # SASL_SSL, a proxy in front) or need the real broker's behaviour run in the
