@@ -105,7 +105,7 @@ func TestSQLWriterMigrationOnInstalledDatabase(t *testing.T) {
 
 	res, err := m.Up(ctx)
 	require.NoError(t, err)
-	require.Len(t, res, 1, "00003 alone")
+	require.Len(t, res, int(migrations.Latest())-2, "00003 and what came after it")
 	require.Equal(t, before, snapshot(), "old rows are not rewritten")
 	var outcome string
 	var code int

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
+	"github.com/outboxrelay/outbox/internal/demo/writerbench"
 	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/outbox"
@@ -76,7 +77,7 @@ func BenchmarkOrderTx(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pool.Close()
-	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_orders (id text PRIMARY KEY, sku text NOT NULL, amount_cents bigint NOT NULL)`); err != nil {
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_one_row_orders (id text PRIMARY KEY, sku text NOT NULL, amount_cents bigint NOT NULL)`); err != nil {
 		b.Fatal(err)
 	}
 	w, err := outbox.New(outbox.Config{})
@@ -94,7 +95,7 @@ func BenchmarkOrderTx(b *testing.B) {
 			return err
 		}
 		defer tx.Rollback(ctx) //nolint:errcheck
-		if _, err := tx.Exec(ctx, `INSERT INTO bench_orders VALUES ($1, 'book-123', 1299)`, id); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO bench_one_row_orders VALUES ($1, 'book-123', 1299)`, id); err != nil {
 			return err
 		}
 		return tx.Commit(ctx)
@@ -110,7 +111,7 @@ func BenchmarkOrderTx(b *testing.B) {
 		if _, err := w.ClaimKey(ctx, tx, key, "fp"); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO bench_orders VALUES ($1, 'book-123', 1299)`, id); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO bench_one_row_orders VALUES ($1, 'book-123', 1299)`, id); err != nil {
 			return err
 		}
 		if _, err := w.Write(ctx, tx, outbox.Event{AggregateType: "order", AggregateID: id, EventType: "order.created",
@@ -133,7 +134,7 @@ func BenchmarkOrderTx(b *testing.B) {
 		if err := batch.ClaimKey(outbox.Key{Key: id}, "fp"); err != nil {
 			return err
 		}
-		batch.Queue(`INSERT INTO bench_orders VALUES ($1, 'book-123', 1299)`, id)
+		batch.Queue(`INSERT INTO bench_one_row_orders VALUES ($1, 'book-123', 1299)`, id)
 		if _, err := batch.Write(ctx, outbox.Event{AggregateType: "order", AggregateID: id, EventType: "order.created",
 			Payload: []byte(fmt.Sprintf(string(payload), id))}); err != nil {
 			return err
@@ -175,6 +176,51 @@ func BenchmarkOrderTx(b *testing.B) {
 					b.Fatal(err)
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkRealisticOrderTx is `outbox bench writer` as a Go benchmark: an
+// order row and three line items (internal/demo/writerbench), without the
+// outbox and with it (the Idempotency-Key claim, a ~460-byte order.created
+// event and the stored response), at 1 and 16 concurrent writers, statement
+// by statement and pipelined. ns/op is wall time over transactions, so at 16
+// writers it is the inverse of throughput. Each with-outbox case reports
+// ratio: its ns/op over the without-outbox case's just before it.
+func BenchmarkRealisticOrderTx(b *testing.B) {
+	url := benchDatabase(b)
+	ctx := context.Background()
+	orders, err := writerbench.Open(ctx, url, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer orders.Close()
+	for _, writers := range []int{1, 16} {
+		for _, mode := range writerbench.Modes {
+			var base float64
+			for _, ob := range writerbench.Outboxes {
+				c := writerbench.Case{Mode: mode, Outbox: ob}
+				b.Run(fmt.Sprintf("writers=%d/%s/%s", writers, mode, ob), func(b *testing.B) {
+					b.ResetTimer()
+					s, err := orders.Drive(ctx, c, writerbench.Load{Writers: writers, Transactions: int64(b.N)})
+					b.StopTimer()
+					if err != nil {
+						b.Fatal(err)
+					}
+					perOp := float64(b.Elapsed()) / float64(b.N)
+					if ob == writerbench.WithoutOutbox {
+						base = perOp
+					} else if base > 0 {
+						b.ReportMetric(perOp/base, "ratio")
+					}
+					cpu := s.CPUPerTx()
+					b.ReportMetric(float64(cpu.Client.Microseconds()), "client-cpu-µs/op")
+					if cpu.Server >= 0 {
+						b.ReportMetric(float64(cpu.Server.Microseconds()), "server-cpu-µs/op")
+					}
+					b.ReportMetric(s.RoundTripsPerTx(), "roundtrips/op")
+				})
+			}
 		}
 	}
 }

@@ -24,7 +24,9 @@
 // fingerprint gets the stored response (replay); the same key with another
 // fingerprint is ErrKeyMismatch (answer 422); a key whose first request is still
 // running is ErrKeyInFlight (answer 409). Keys expire after Config.KeyTTL.
-// Run the transaction at READ COMMITTED (Postgres's default).
+// Run the transaction at READ COMMITTED (Postgres's default). ClaimAndWrite
+// claims the key, writes the events and stores the response in one statement,
+// when the response is known before the work.
 //
 // # Trace context
 //

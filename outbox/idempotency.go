@@ -43,8 +43,8 @@ type Claim struct {
 //
 // The claim commits and rolls back with tx: after a rollback the key is free.
 func (w *Writer) ClaimKey(ctx context.Context, tx pgx.Tx, key Key, fingerprint string) (Claim, error) {
-	if key.Key == "" || len(key.Key) > 255 || len(key.Scope) > 255 {
-		return Claim{}, fmt.Errorf("%w: must be 1 to 255 bytes", ErrInvalidKey)
+	if err := validKey(key); err != nil {
+		return Claim{}, err
 	}
 	row, err := w.q.ClaimKey(ctx, w.db(tx), sql.ClaimKeyParams{
 		Scope:       key.Scope,
@@ -97,18 +97,14 @@ func (w *Writer) CompleteKey(ctx context.Context, tx pgx.Tx, key Key, resp Respo
 }
 
 func (w *Writer) complete(ctx context.Context, db sql.DBTX, key Key, resp Response) (int64, error) {
-	var headers []byte
-	if len(resp.Header) > 0 {
-		var err error
-		if headers, err = json.Marshal(resp.Header); err != nil {
-			return 0, fmt.Errorf("outbox: encode response headers: %w", err)
-		}
+	code, headers, body, err := storedResponse(resp)
+	if err != nil {
+		return 0, err
 	}
-	code := int32(resp.StatusCode)
 	n, err := w.q.CompleteKey(ctx, w.db(db), sql.CompleteKeyParams{
-		ResponseCode:    &code,
+		ResponseCode:    code,
 		ResponseHeaders: headers,
-		ResponseBody:    nonNilBytes(resp.Body),
+		ResponseBody:    body,
 		Scope:           key.Scope,
 		IdemKey:         key.Key,
 	})
@@ -116,6 +112,25 @@ func (w *Writer) complete(ctx context.Context, db sql.DBTX, key Key, resp Respon
 		return 0, fmt.Errorf("outbox: complete idempotency key: %w", err)
 	}
 	return n, nil
+}
+
+// storedResponse is resp as the idempotency_keys columns hold it.
+func storedResponse(resp Response) (code *int32, headers, body []byte, err error) {
+	if len(resp.Header) > 0 {
+		if headers, err = json.Marshal(resp.Header); err != nil {
+			return nil, nil, nil, fmt.Errorf("outbox: encode response headers: %w", err)
+		}
+	}
+	c := int32(resp.StatusCode)
+	return &c, headers, nonNilBytes(resp.Body), nil
+}
+
+// validKey is the check ClaimKey makes before any SQL.
+func validKey(key Key) error {
+	if key.Key == "" || len(key.Key) > 255 || len(key.Scope) > 255 {
+		return fmt.Errorf("%w: must be 1 to 255 bytes", ErrInvalidKey)
+	}
+	return nil
 }
 
 // Fingerprint hashes the parts of a request that must match for a replay

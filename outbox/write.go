@@ -74,49 +74,9 @@ func (w *Writer) write(ctx context.Context, db sql.DBTX, events []Event, ids *[]
 	if len(events) == 0 {
 		return ErrNoEvents
 	}
-	p := sql.InsertEventsParams{
-		EventIds:       make([]uuid.UUID, len(events)),
-		AggregateTypes: make([]string, len(events)),
-		AggregateIds:   make([]string, len(events)),
-		EventTypes:     make([]string, len(events)),
-		Topics:         make([]string, len(events)),
-		Fanouts:        make([][]byte, len(events)),
-		Kinds:          make([]string, len(events)),
-		ContentTypes:   make([]string, len(events)),
-		Payloads:       make([][]byte, len(events)),
-		Headers:        make([][]byte, len(events)),
-		OccurredAts:    make([]time.Time, len(events)),
-	}
-	now := w.cfg.Now()
-	ctxHeaders := w.contextHeaders(ctx)
-	for i := range events {
-		e := &events[i]
-		if err := w.validate(i, e); err != nil {
-			return err
-		}
-		id := e.ID
-		if id == uuid.Nil {
-			var err error
-			if id, err = uuid.NewV7(); err != nil {
-				return fmt.Errorf("outbox: new event id: %w", err)
-			}
-		}
-		p.EventIds[i] = id
-		headers, err := w.headers(i, e, ctxHeaders, p.EventIds[0])
-		if err != nil {
-			return err
-		}
-		fanout, _ := json.Marshal(nonNil(e.FanoutTopics))
-		p.AggregateTypes[i] = e.AggregateType
-		p.AggregateIds[i] = e.AggregateID
-		p.EventTypes[i] = e.EventType
-		p.Topics[i] = e.Topic
-		p.Fanouts[i] = fanout
-		p.Kinds[i] = string(orDefault(e.Kind, KindEvent))
-		p.ContentTypes[i] = orDefault(e.ContentType, envelope.ContentTypeJSON)
-		p.Payloads[i] = nonNilBytes(e.Payload)
-		p.Headers[i] = headers
-		p.OccurredAts[i] = orNow(e.OccurredAt, now)
+	p, err := w.eventParams(ctx, events)
+	if err != nil {
+		return err
 	}
 	if len(events) == 1 {
 		err := w.q.InsertEvent(ctx, w.db(db), sql.InsertEventParams{
@@ -136,6 +96,59 @@ func (w *Writer) write(ctx context.Context, db sql.DBTX, events []Event, ids *[]
 	}
 	*ids = p.EventIds
 	return nil
+}
+
+// eventParams validates events (none is fine) and returns them as the
+// columns of the multi-event insert, ids and defaults filled in.
+func (w *Writer) eventParams(ctx context.Context, events []Event) (sql.InsertEventsParams, error) {
+	p := sql.InsertEventsParams{
+		EventIds:       make([]uuid.UUID, len(events)),
+		AggregateTypes: make([]string, len(events)),
+		AggregateIds:   make([]string, len(events)),
+		EventTypes:     make([]string, len(events)),
+		Topics:         make([]string, len(events)),
+		Fanouts:        make([][]byte, len(events)),
+		Kinds:          make([]string, len(events)),
+		ContentTypes:   make([]string, len(events)),
+		Payloads:       make([][]byte, len(events)),
+		Headers:        make([][]byte, len(events)),
+		OccurredAts:    make([]time.Time, len(events)),
+	}
+	if len(events) == 0 {
+		return p, nil
+	}
+	now := w.cfg.Now()
+	ctxHeaders := w.contextHeaders(ctx)
+	for i := range events {
+		e := &events[i]
+		if err := w.validate(i, e); err != nil {
+			return p, err
+		}
+		id := e.ID
+		if id == uuid.Nil {
+			var err error
+			if id, err = uuid.NewV7(); err != nil {
+				return p, fmt.Errorf("outbox: new event id: %w", err)
+			}
+		}
+		p.EventIds[i] = id
+		headers, err := w.headers(i, e, ctxHeaders, p.EventIds[0])
+		if err != nil {
+			return p, err
+		}
+		fanout, _ := json.Marshal(nonNil(e.FanoutTopics))
+		p.AggregateTypes[i] = e.AggregateType
+		p.AggregateIds[i] = e.AggregateID
+		p.EventTypes[i] = e.EventType
+		p.Topics[i] = e.Topic
+		p.Fanouts[i] = fanout
+		p.Kinds[i] = string(orDefault(e.Kind, KindEvent))
+		p.ContentTypes[i] = orDefault(e.ContentType, envelope.ContentTypeJSON)
+		p.Payloads[i] = nonNilBytes(e.Payload)
+		p.Headers[i] = headers
+		p.OccurredAts[i] = orNow(e.OccurredAt, now)
+	}
+	return p, nil
 }
 
 func (w *Writer) validate(i int, e *Event) error {

@@ -8,6 +8,8 @@ package sql
 import (
 	"context"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 const ClaimKey = `-- name: ClaimKey :one
@@ -76,6 +78,255 @@ func (q *Queries) ClaimKey(ctx context.Context, db DBTX, arg ClaimKeyParams) (Cl
 		arg.TtlSeconds,
 	)
 	var i ClaimKeyRow
+	err := row.Scan(
+		&i.Locked,
+		&i.Claimed,
+		&i.Fingerprint,
+		&i.Status,
+		&i.ResponseCode,
+		&i.ResponseHeaders,
+		&i.ResponseBody,
+		&i.ExpiresAt,
+	)
+	return i, err
+}
+
+const ClaimKeyWriteEvent = `-- name: ClaimKeyWriteEvent :one
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || E'\x1f' || $2::text, 7)) AS locked
+), claimed AS (
+    INSERT INTO /* TEMPLATE: schema */idempotency_keys AS k
+        (scope, idem_key, fingerprint, status, response_code, response_headers, response_body, created_at, completed_at, expires_at)
+    SELECT $1::text, $2::text, $3::text,
+           CASE WHEN $4::integer IS NULL THEN 'started' ELSE 'completed' END,
+           $4::integer, $5::jsonb, $6::bytea,
+           coalesce($7::timestamptz, now()),
+           CASE WHEN $4::integer IS NOT NULL THEN coalesce($7::timestamptz, now()) END,
+           coalesce($7::timestamptz, now()) + make_interval(secs => $8::float8)
+    FROM lock WHERE lock.locked
+    ON CONFLICT (scope, idem_key) DO UPDATE
+        SET fingerprint = EXCLUDED.fingerprint,
+            status = EXCLUDED.status,
+            response_code = EXCLUDED.response_code,
+            response_headers = EXCLUDED.response_headers,
+            response_body = EXCLUDED.response_body,
+            created_at = EXCLUDED.created_at,
+            completed_at = EXCLUDED.completed_at,
+            expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at <= coalesce($7::timestamptz, now())
+    RETURNING k.idem_key
+), written AS (
+    INSERT INTO /* TEMPLATE: schema */events
+        (event_id, aggregate_type, aggregate_id, event_type, topic, fanout_topics, kind, content_type, payload, headers, occurred_at)
+    SELECT $9::uuid, $10::text, $11::text, $12::text, $13::text, $14::text[],
+           $15::text, $16::text, $17::bytea, $18::jsonb, $19::timestamptz
+    FROM claimed
+)
+SELECT
+    (SELECT lock.locked FROM lock)::boolean AS locked,
+    EXISTS (SELECT 1 FROM claimed)::boolean AS claimed,
+    e.fingerprint AS fingerprint,
+    e.status AS status,
+    e.response_code AS response_code,
+    e.response_headers AS response_headers,
+    e.response_body AS response_body,
+    e.expires_at AS expires_at
+FROM (SELECT 1) AS one
+LEFT JOIN /* TEMPLATE: schema */idempotency_keys AS e ON e.scope = $1::text AND e.idem_key = $2::text
+`
+
+type ClaimKeyWriteEventParams struct {
+	Scope           string
+	IdemKey         string
+	Fingerprint     string
+	ResponseCode    *int32
+	ResponseHeaders []byte
+	ResponseBody    []byte
+	Now             *time.Time
+	TtlSeconds      float64
+	EventID         uuid.UUID
+	AggregateType   string
+	AggregateID     string
+	EventType       string
+	Topic           string
+	FanoutTopics    []string
+	Kind            string
+	ContentType     string
+	Payload         []byte
+	Headers         []byte
+	OccurredAt      time.Time
+}
+
+type ClaimKeyWriteEventRow struct {
+	Locked          bool
+	Claimed         bool
+	Fingerprint     *string
+	Status          *string
+	ResponseCode    *int32
+	ResponseHeaders []byte
+	ResponseBody    []byte
+	ExpiresAt       *time.Time
+}
+
+// ClaimKey and Write of one event in one statement: the claim as ClaimKey
+// decides it and, only when it is won, the event's insert. With a response
+// code the key is stored completed with its response at once (no CompleteKey
+// UPDATE later); without one it is stored started, as ClaimKey does. The
+// result is ClaimKey's.
+func (q *Queries) ClaimKeyWriteEvent(ctx context.Context, db DBTX, arg ClaimKeyWriteEventParams) (ClaimKeyWriteEventRow, error) {
+	row := db.QueryRow(ctx, ClaimKeyWriteEvent,
+		arg.Scope,
+		arg.IdemKey,
+		arg.Fingerprint,
+		arg.ResponseCode,
+		arg.ResponseHeaders,
+		arg.ResponseBody,
+		arg.Now,
+		arg.TtlSeconds,
+		arg.EventID,
+		arg.AggregateType,
+		arg.AggregateID,
+		arg.EventType,
+		arg.Topic,
+		arg.FanoutTopics,
+		arg.Kind,
+		arg.ContentType,
+		arg.Payload,
+		arg.Headers,
+		arg.OccurredAt,
+	)
+	var i ClaimKeyWriteEventRow
+	err := row.Scan(
+		&i.Locked,
+		&i.Claimed,
+		&i.Fingerprint,
+		&i.Status,
+		&i.ResponseCode,
+		&i.ResponseHeaders,
+		&i.ResponseBody,
+		&i.ExpiresAt,
+	)
+	return i, err
+}
+
+const ClaimKeyWriteEvents = `-- name: ClaimKeyWriteEvents :one
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || E'\x1f' || $2::text, 7)) AS locked
+), claimed AS (
+    INSERT INTO /* TEMPLATE: schema */idempotency_keys AS k
+        (scope, idem_key, fingerprint, status, response_code, response_headers, response_body, created_at, completed_at, expires_at)
+    SELECT $1::text, $2::text, $3::text,
+           CASE WHEN $4::integer IS NULL THEN 'started' ELSE 'completed' END,
+           $4::integer, $5::jsonb, $6::bytea,
+           coalesce($7::timestamptz, now()),
+           CASE WHEN $4::integer IS NOT NULL THEN coalesce($7::timestamptz, now()) END,
+           coalesce($7::timestamptz, now()) + make_interval(secs => $8::float8)
+    FROM lock WHERE lock.locked
+    ON CONFLICT (scope, idem_key) DO UPDATE
+        SET fingerprint = EXCLUDED.fingerprint,
+            status = EXCLUDED.status,
+            response_code = EXCLUDED.response_code,
+            response_headers = EXCLUDED.response_headers,
+            response_body = EXCLUDED.response_body,
+            created_at = EXCLUDED.created_at,
+            completed_at = EXCLUDED.completed_at,
+            expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at <= coalesce($7::timestamptz, now())
+    RETURNING k.idem_key
+), written AS (
+    INSERT INTO /* TEMPLATE: schema */events
+        (event_id, aggregate_type, aggregate_id, event_type, topic, fanout_topics, kind, content_type, payload, headers, occurred_at)
+    SELECT
+        t.event_id, t.aggregate_type, t.aggregate_id, t.event_type, t.topic,
+        ARRAY(SELECT jsonb_array_elements_text(t.fanout)),
+        t.kind, t.content_type, t.payload, t.headers, t.occurred_at
+    FROM (
+        SELECT
+            unnest($9::uuid[]) AS event_id,
+            unnest($10::text[]) AS aggregate_type,
+            unnest($11::text[]) AS aggregate_id,
+            unnest($12::text[]) AS event_type,
+            unnest($13::text[]) AS topic,
+            unnest($14::jsonb[]) AS fanout,
+            unnest($15::text[]) AS kind,
+            unnest($16::text[]) AS content_type,
+            unnest($17::bytea[]) AS payload,
+            unnest($18::jsonb[]) AS headers,
+            unnest($19::timestamptz[]) AS occurred_at
+    ) AS t
+    WHERE EXISTS (SELECT 1 FROM claimed)
+)
+SELECT
+    (SELECT lock.locked FROM lock)::boolean AS locked,
+    EXISTS (SELECT 1 FROM claimed)::boolean AS claimed,
+    e.fingerprint AS fingerprint,
+    e.status AS status,
+    e.response_code AS response_code,
+    e.response_headers AS response_headers,
+    e.response_body AS response_body,
+    e.expires_at AS expires_at
+FROM (SELECT 1) AS one
+LEFT JOIN /* TEMPLATE: schema */idempotency_keys AS e ON e.scope = $1::text AND e.idem_key = $2::text
+`
+
+type ClaimKeyWriteEventsParams struct {
+	Scope           string
+	IdemKey         string
+	Fingerprint     string
+	ResponseCode    *int32
+	ResponseHeaders []byte
+	ResponseBody    []byte
+	Now             *time.Time
+	TtlSeconds      float64
+	EventIds        []uuid.UUID
+	AggregateTypes  []string
+	AggregateIds    []string
+	EventTypes      []string
+	Topics          []string
+	Fanouts         [][]byte
+	Kinds           []string
+	ContentTypes    []string
+	Payloads        [][]byte
+	Headers         [][]byte
+	OccurredAts     []time.Time
+}
+
+type ClaimKeyWriteEventsRow struct {
+	Locked          bool
+	Claimed         bool
+	Fingerprint     *string
+	Status          *string
+	ResponseCode    *int32
+	ResponseHeaders []byte
+	ResponseBody    []byte
+	ExpiresAt       *time.Time
+}
+
+// ClaimKeyWriteEvent for any number of events (none too), in InsertEvents'
+// form: the events are inserted only when the claim is won.
+func (q *Queries) ClaimKeyWriteEvents(ctx context.Context, db DBTX, arg ClaimKeyWriteEventsParams) (ClaimKeyWriteEventsRow, error) {
+	row := db.QueryRow(ctx, ClaimKeyWriteEvents,
+		arg.Scope,
+		arg.IdemKey,
+		arg.Fingerprint,
+		arg.ResponseCode,
+		arg.ResponseHeaders,
+		arg.ResponseBody,
+		arg.Now,
+		arg.TtlSeconds,
+		arg.EventIds,
+		arg.AggregateTypes,
+		arg.AggregateIds,
+		arg.EventTypes,
+		arg.Topics,
+		arg.Fanouts,
+		arg.Kinds,
+		arg.ContentTypes,
+		arg.Payloads,
+		arg.Headers,
+		arg.OccurredAts,
+	)
+	var i ClaimKeyWriteEventsRow
 	err := row.Scan(
 		&i.Locked,
 		&i.Claimed,

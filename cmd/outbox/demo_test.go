@@ -249,7 +249,7 @@ func TestDemoAndBenchCommandLine(t *testing.T) {
 		{[]string{"bench", "relay", "-h"}, 0, []string{"--events int", "OUTBOX_BENCH_EVENTS", "(default 1000000)", "--relay-cpuprofile", "OUTBOX_BENCH_BROKERS"}},
 		{[]string{"bench", "-h"}, 0, []string{"relay"}},
 		{[]string{"bench"}, 2, []string{"relay"}},
-		{[]string{"bench", "writer"}, 2, []string{`unknown action "writer"`}},
+		{[]string{"bench", "nosuch"}, 2, []string{`unknown action "nosuch"`}},
 		{[]string{"demo", "--no-such-flag"}, 2, []string{"unknown flag: --no-such-flag", "outbox demo -h"}},
 		{[]string{"bench", "relay", "--no-such-flag"}, 2, []string{"unknown flag: --no-such-flag", "outbox bench relay -h"}},
 		{[]string{"demo", "--orders"}, 2, []string{"flag needs an argument"}},
