@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sync/semaphore"
 	"log/slog"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ type pump struct {
 	cl    *kgo.Client
 	st    *stream
 	items <-chan []item
+	room  *semaphore.Weighted // the queue's room, given back per handled group
 
 	start checkpoint // read from Kafka at session start: what to skip
 	done  checkpoint // last committed
@@ -142,6 +144,7 @@ func (p *pump) loop(ctx context.Context, errs <-chan error, stopStream func()) e
 				return err
 			}
 		}
+		p.room.Release(int64(len(group)))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/semaphore"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -24,13 +25,15 @@ import (
 // small Postgres transaction at once, a large one every groupItems items or
 // groupBytes of payload. One hand-off per transaction instead of one per
 // message is what a low steady rate pays for most (each wakes a parked
-// goroutine). itemQueue groups may wait: while a Kafka commit is in flight
-// the stream must be able to queue what arrives meanwhile, or the next
-// batch can hold no more than the queue and the relay falls behind a steady
-// stream of small transactions. With the producer's buffer the queue bounds
-// memory: at most itemQueue × groupBytes plus one row per group.
+// goroutine). Up to queueItems items may wait, in however many groups:
+// while a Kafka commit is in flight the stream must be able to queue the
+// transactions that arrive meanwhile (hundreds of small ones), or the next
+// batch holds no more than the queue and the relay falls behind a steady
+// stream; and a large transaction must not queue more than a few MiB (the
+// rows of one group are at most groupBytes plus one row). With the
+// producer's buffer the queue bounds memory.
 const (
-	itemQueue  = 256
+	queueItems = 1024
 	groupItems = 64
 	groupBytes = 256 << 10
 )
@@ -188,8 +191,9 @@ func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 	ck.Confirm = max(ck.Confirm, slotConfirmed)
 
 	// 4. Stream, skipping every transaction at or below the checkpoint.
-	items := make(chan []item, itemQueue)
-	st := &stream{conn: repl, out: items, schema: r.cfg.Schema, rt: r.rt, interval: r.cfg.StatusInterval, timeout: r.cfg.PostgresTimeout, log: r.log, m: r.m}
+	items := make(chan []item, queueItems)
+	room := semaphore.NewWeighted(queueItems)
+	st := &stream{conn: repl, out: items, room: room, schema: r.cfg.Schema, rt: r.rt, interval: r.cfg.StatusInterval, timeout: r.cfg.PostgresTimeout, log: r.log, m: r.m}
 	st.confirm(ck.Confirm)
 
 	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -220,7 +224,7 @@ func (r *Relay) session(ctx context.Context) (streamed bool, err error) {
 		slog.Int64("checkpoint_rows", ck.Rows),
 		slog.Bool("checkpoint_complete", ck.Complete))
 
-	p := &pump{r: r, cl: cl, st: st, items: items, done: ck, next: ck}
+	p := &pump{r: r, cl: cl, st: st, items: items, room: room, done: ck, next: ck}
 	err = p.loop(ctx, errs, stop)
 	return true, err
 }

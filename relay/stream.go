@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/semaphore"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -40,8 +41,11 @@ type item struct {
 // into Kafka records, and sends standby status updates with the LSN the
 // batching loop says is committed to Kafka. It never confirms anything else.
 type stream struct {
-	conn     *pgconn.PgConn
-	out      chan []item
+	conn *pgconn.PgConn
+	out  chan []item
+	// room holds what the queue may still take, in items: send takes a
+	// group's count, the batching loop gives it back once it handled it.
+	room     *semaphore.Weighted
 	schema   string
 	rt       *router
 	interval time.Duration
@@ -224,28 +228,28 @@ func (s *stream) emit(ctx context.Context, it item) error {
 	return s.send(ctx, g)
 }
 
-// send hands a group to the batching loop, answering Postgres while it waits.
+// send hands a group to the batching loop once the queue has room for it,
+// answering Postgres while it waits.
 func (s *stream) send(ctx context.Context, g []item) error {
-	select {
-	case s.out <- g:
-		return nil
-	default:
-	}
-	t := time.NewTimer(pollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case s.out <- g:
-			return nil
-		case <-ctx.Done():
+	n := int64(len(g))
+	for !s.room.TryAcquire(n) {
+		wctx, cancel := context.WithTimeout(ctx, pollInterval)
+		err := s.room.Acquire(wctx, n)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-t.C:
-			if err := s.maybeStatus(time.Now(), false); err != nil {
-				return err
-			}
-			t.Reset(pollInterval)
+		}
+		if err := s.maybeStatus(time.Now(), false); err != nil {
+			return err
 		}
 	}
+	// The channel holds as many groups as the queue holds items: it never
+	// blocks once room is taken.
+	s.out <- g
+	return nil
 }
 
 // decode turns one pgoutput message into stream items.

@@ -107,6 +107,7 @@ var docLineRules = []docLineRule{
 	{file: "README.md", match: "make test", skip: "the test command itself: CI runs it, and it runs this test"},
 	{file: "README.md", match: "make generate", skip: "rewrites sql/ in the checkout; make test runs `go tool sqlc diff`, which fails whenever make generate would change anything"},
 	{file: "README.md", match: "make lint", skip: "make test runs the same go vet ./... and go tool staticcheck ./... as its lint step"},
+	{file: "docs/performance.md", match: "outbox bench compare --rounds 2", skip: "the full comparison: about 40 minutes of runs with Debezium on Kafka Connect; TestBenchCompareSmall runs the same command at a tiny scale"},
 	{file: "README.md", match: "make bench", skip: "every Go benchmark for 3s each, minutes of CPU; the benchmarks' code compiles and runs in `go vet` and in their packages' tests"},
 }
 
