@@ -258,15 +258,24 @@ func TestBreakerPausesCalls(t *testing.T) {
 	ep.Retry = RetryPolicy{Retries: 50, Initial: 20 * time.Millisecond, Max: 50 * time.Millisecond, Tiers: []time.Duration{20 * time.Millisecond}}
 	ep.Breaker = BreakerConfig{Failures: 3, Cooldown: 500 * time.Millisecond}
 	s := b.start(b.config("breaker", ep))
-	time.Sleep(2 * time.Second)
-	requests, _ := b.api.snapshot()
-	n := 0
-	for _, v := range requests {
-		n += v
+	calls := func() int {
+		requests, _ := b.api.snapshot()
+		n := 0
+		for _, v := range requests {
+			n += v
+		}
+		return n
 	}
+	// On a loaded machine the sink may take a while to join its group and
+	// fail three times: wait for the breaker to open, then count.
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(s.metrics.breakerState.WithLabelValues("api")) != float64(breakerClosed)
+	}, 30*time.Second, 10*time.Millisecond, "the breaker never opened while the API failed")
+	n0 := calls()
+	time.Sleep(2 * time.Second)
 	// Without the breaker 40 events x 50 retries at <=50ms would make hundreds
-	// of calls in 2s; with it: 3 failures, then one probe per 500ms cooldown.
-	require.Less(t, n, 15, "the open breaker holds calls back")
+	// of calls in 2s; with it: one probe per 500ms cooldown.
+	require.Less(t, calls()-n0, 12, "the open breaker holds calls back")
 	// The breaker swings between open and half-open (one probe per cooldown)
 	// while the API is down; a sample at any moment may catch either.
 	require.Contains(t, []float64{float64(breakerOpen), float64(breakerHalfOpen)},
