@@ -127,30 +127,18 @@ func (b *bench) setup(ctx context.Context) (func(), error) {
 		_ = os.RemoveAll(b.tmp)
 	})
 
-	base := b.cfg.DatabaseURL
-	if base == "" {
-		c, err := pgcluster.Start(ctx, pgcluster.Config{DisableContainer: true})
-		if err != nil {
-			return stop, err
-		}
-		closers = append(closers, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			_ = c.Stop(sctx)
-		})
-		base = c.URL()
-	}
-	admin, err := pgx.Connect(ctx, base)
+	pg, err := pgcluster.Start(ctx, pgcluster.Config{URL: b.cfg.DatabaseURL, DisableContainer: true})
 	if err != nil {
-		return stop, fmt.Errorf("bench compare: connect to Postgres: %w", err)
+		return stop, err
 	}
-	db := fmt.Sprintf("bench_compare_%d", time.Now().Unix())
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+db)
-	_ = admin.Close(ctx)
-	if err != nil {
-		return stop, fmt.Errorf("bench compare: create database: %w", err)
+	closers = append(closers, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = pg.Stop(sctx)
+	})
+	if b.url, err = pg.CreateDatabase(ctx, fmt.Sprintf("bench_compare_%d", time.Now().Unix())); err != nil {
+		return stop, fmt.Errorf("bench compare: %w", err)
 	}
-	b.url = pgcluster.WithDatabase(base, db)
 	m, err := migrations.Open(ctx, b.url, "outbox", nil)
 	if err != nil {
 		return stop, err

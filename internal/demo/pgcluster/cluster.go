@@ -177,7 +177,7 @@ func (c *Cluster) Source() Source { return c.source }
 func (c *Cluster) URL() string { return c.baseURL }
 
 // DatabaseURL is the URL of the named database on this server.
-func (c *Cluster) DatabaseURL(name string) string { return WithDatabase(c.baseURL, name) }
+func (c *Cluster) DatabaseURL(name string) string { return withDatabase(c.baseURL, name) }
 
 // CreateDatabase creates a database and returns its URL. With a standby
 // (StartStandby), create databases on the primary: a standby is read-only and
@@ -298,9 +298,9 @@ func ping(ctx context.Context, dsn string) error {
 	return conn.Ping(ctx)
 }
 
-// WithDatabase returns dsn, a postgres:// URL or a keyword/value DSN, naming
+// withDatabase returns dsn, a postgres:// URL or a keyword/value DSN, naming
 // database name instead of its own.
-func WithDatabase(dsn, name string) string {
+func withDatabase(dsn, name string) string {
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		// keyword/value DSN: a later dbname wins.

@@ -7,9 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/outboxrelay/outbox/internal/demo/procstat"
 )
 
 // relayChild is an `outbox relay` child process.
@@ -58,7 +59,9 @@ func (b *bench) startRelay(ctx context.Context, name string, args []string) (*re
 // rusage's maxrss of a child started with vfork counts the parent's RSS at
 // the fork (Linux records the old mm's high-water mark at exec).
 func (c *relayChild) stop() (Usage, error) {
-	hwm := vmHWM(c.cmd.Process.Pid)
+	// 0 when unknown.
+	u, _ := procstat.Read(c.cmd.Process.Pid)
+	hwm := u.PeakRSSKB
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
@@ -76,22 +79,6 @@ func (c *relayChild) stop() (Usage, error) {
 		CPU:       time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
 		PeakRSSKB: hwm,
 	}, nil
-}
-
-// vmHWM is a process's peak resident set in KiB, or 0 when unknown.
-func vmHWM(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
-			return kb
-		}
-	}
-	return 0
 }
 
 func selfCPU() time.Duration {

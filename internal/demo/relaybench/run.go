@@ -136,30 +136,18 @@ func (b *bench) setup(ctx context.Context) (func(), error) {
 	}
 
 	// Postgres.
-	base := b.cfg.DatabaseURL
-	if base == "" {
-		c, err := pgcluster.Start(ctx, pgcluster.Config{DisableContainer: true})
-		if err != nil {
-			return stop, err
-		}
-		closers = append(closers, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			_ = c.Stop(sctx)
-		})
-		base = c.URL()
-	}
-	admin, err := pgx.Connect(ctx, base)
+	pg, err := pgcluster.Start(ctx, pgcluster.Config{URL: b.cfg.DatabaseURL, DisableContainer: true})
 	if err != nil {
-		return stop, fmt.Errorf("bench relay: connect: %w", err)
+		return stop, err
 	}
-	dbName := fmt.Sprintf("bench_relay_%d", time.Now().Unix())
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+dbName)
-	_ = admin.Close(ctx)
-	if err != nil {
-		return stop, fmt.Errorf("bench relay: create database: %w", err)
+	closers = append(closers, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = pg.Stop(sctx)
+	})
+	if b.url, err = pg.CreateDatabase(ctx, fmt.Sprintf("bench_relay_%d", time.Now().Unix())); err != nil {
+		return stop, fmt.Errorf("bench relay: %w", err)
 	}
-	b.url = pgcluster.WithDatabase(base, dbName)
 	m, err := migrations.Open(ctx, b.url, "outbox", nil)
 	if err != nil {
 		return stop, err
