@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math"
 	"os"
 	"regexp"
 	"strconv"
@@ -66,8 +67,11 @@ func TestBenchWriterShort(t *testing.T) {
 		for _, cell := range m[12:] {
 			r, err := strconv.ParseFloat(cell, 64)
 			require.NoError(t, err, "ratios of %q are numbers", line)
-			require.Greater(t, r, 0.2, line)
-			require.Less(t, r, 20.0, line)
+			// A figure of speed, not bounded here (speed is the benchmark's
+			// to report, never a test's to assert): a ratio of two measured
+			// rates is positive and finite.
+			require.Positive(t, r, line)
+			require.False(t, math.IsInf(r, 0) || math.IsNaN(r), line)
 		}
 	}
 	for _, w := range []string{"1", "16"} {
