@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outboxrelay/outbox/claimcheck"
 	"github.com/outboxrelay/outbox/envelope"
 )
 
@@ -59,6 +60,15 @@ type Config struct {
 
 	// Transform maps input records to output records. Required.
 	Transform TransformFunc
+
+	// ClaimCheck resolves claim-check references (package claimcheck) before
+	// the transform: the transform sees the stored payload as the record's
+	// value, without the claim-check headers. An output whose value is that
+	// payload unchanged travels on by the same reference, so it stays small in
+	// Kafka. A reference that cannot be resolved (missing, pruned, digest
+	// mismatch, store down) dead-letters the record like a transform error.
+	// Defaults to nil: records pass to the transform as they are.
+	ClaimCheck *claimcheck.Resolver
 
 	// MaxRecordsPerTxn caps the input records in one transaction. Defaults to 1000.
 	MaxRecordsPerTxn int

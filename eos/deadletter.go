@@ -46,7 +46,21 @@ func (s *Stage) apply(ctx context.Context, r *kgo.Record) (outs []*kgo.Record, e
 			outs, err = nil, &PanicError{Value: v, Stack: debug.Stack()}
 		}
 	}()
-	return s.cfg.Transform(ctx, r)
+	if s.cfg.ClaimCheck == nil {
+		return s.cfg.Transform(ctx, r)
+	}
+	in, ref, ok, err := s.resolveClaim(ctx, r)
+	if err != nil || !ok {
+		if err != nil {
+			return nil, err
+		}
+		return s.cfg.Transform(ctx, r)
+	}
+	outs, err = s.cfg.Transform(ctx, in)
+	if err == nil {
+		outs = forwardClaim(outs, in.Value, ref)
+	}
+	return outs, err
 }
 
 // deadLetter builds the dead-letter record for r: its key, value and headers,
@@ -77,12 +91,17 @@ func (s *Stage) deadLetter(r *kgo.Record, cause error) *kgo.Record {
 	}
 }
 
-// errorClass names the kind of err for the dead-letter headers: "panic", or
+// errorClass names the kind of err for the dead-letter headers: "panic",
+// "claim_check" (an unresolvable reference), or
 // the Go type of the innermost wrapped error ("*json.SyntaxError").
 func errorClass(err error) string {
 	var pe *PanicError
 	if errors.As(err, &pe) {
 		return "panic"
+	}
+	var ce *ClaimCheckError
+	if errors.As(err, &ce) {
+		return "claim_check"
 	}
 	for {
 		next := errors.Unwrap(err)

@@ -98,7 +98,9 @@ func TestSQLWriterMigrationOnInstalledDatabase(t *testing.T) {
 	constraints := func() string {
 		var s string
 		require.NoError(t, conn.QueryRow(ctx, `SELECT string_agg(conrelid::regclass || ' ' || conname || ' ' || convalidated, ',' ORDER BY conrelid::regclass::text, conname)
-			FROM pg_constraint WHERE connamespace = 'outbox'::regnamespace`).Scan(&s))
+			FROM pg_constraint WHERE connamespace = 'outbox'::regnamespace
+			-- the tables of 00001 and 00002; later migrations add tables of their own
+			AND conrelid::regclass::text ~ '^outbox\.(events|idempotency_keys|sink_ledger|sink_attempts|goose_db_version)(_p[0-9]{8}|_default)?$'`).Scan(&s))
 		return s
 	}
 	constraintsBefore := constraints()

@@ -65,6 +65,9 @@ func (b *Batch) ClaimAndWrite(ctx context.Context, key Key, fingerprint string, 
 	if b.key != nil {
 		return nil, errors.New("outbox: batch already claims a key")
 	}
+	if b.w.needsClaimCheck(events) {
+		return nil, fmt.Errorf("outbox: batch: %w", ErrClaimCheckUnsupported)
+	}
 	var rec recordDB
 	_, ids, err := b.w.claimAndWrite(ctx, b.w.db(&rec), key, fingerprint, resp, events)
 	switch {

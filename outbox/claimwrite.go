@@ -53,6 +53,11 @@ func (w *Writer) claimAndWrite(ctx context.Context, db sql.DBTX, key Key, finger
 	if err != nil {
 		return sql.ClaimKeyRow{}, nil, err
 	}
+	// A claim-checked payload is stored before the claim: on a replay or a
+	// lost claim it is a row no event references, dropped with its day.
+	if err := w.putClaims(ctx, db, events, &p); err != nil {
+		return sql.ClaimKeyRow{}, nil, err
+	}
 	var (
 		code             *int32
 		headers, respRaw []byte

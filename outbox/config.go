@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/outboxrelay/outbox/claimcheck"
 	"github.com/outboxrelay/outbox/internal/pgschema"
 	"github.com/outboxrelay/outbox/sql"
 )
@@ -30,6 +31,26 @@ type Config struct {
 	Propagator propagation.TextMapPropagator
 	// Now is the clock for occurred_at defaults (tests). Defaults to time.Now.
 	Now func() time.Time
+	// ClaimCheck stores large payloads outside Kafka and puts a reference in
+	// the event instead (docs/writer.md, "Claim-check"). Defaults to off: an
+	// event over MaxPayloadBytes is rejected with ErrPayloadTooLarge.
+	ClaimCheck ClaimCheckConfig
+}
+
+// ClaimCheckConfig configures claim-check writes. The zero value is off.
+type ClaimCheckConfig struct {
+	// Store keeps the payloads; claimcheck.NewPostgres writes in the caller's
+	// transaction. Defaults to nil: claim-check off, and an Event with
+	// ClaimCheck set is rejected with ErrClaimCheckOff.
+	Store claimcheck.Store
+	// Threshold is the payload size in bytes above which an event's payload
+	// goes to Store; smaller payloads go to Kafka unless the event is marked
+	// (Event.ClaimCheck). It must not exceed MaxPayloadBytes. Defaults to
+	// MaxPayloadBytes: exactly the payloads that would be rejected.
+	Threshold int
+	// MaxBytes is the largest payload accepted through the store. Defaults
+	// to 256 MiB (a Postgres bytea holds at most 1 GiB).
+	MaxBytes int
 }
 
 // Defaults used when Config leaves a field zero.
@@ -37,6 +58,8 @@ const (
 	DefaultMaxPayloadBytes = 1 << 20
 	DefaultMaxHeaderBytes  = 64 << 10
 	DefaultKeyTTL          = 24 * time.Hour
+	// DefaultClaimCheckMaxBytes is ClaimCheckConfig.MaxBytes's default.
+	DefaultClaimCheckMaxBytes = 256 << 20
 )
 
 // Writer writes events and claims idempotency keys in the caller's transaction.
@@ -80,6 +103,20 @@ func New(cfg Config) (*Writer, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cc := &cfg.ClaimCheck; cc.Store != nil {
+		if cc.Threshold == 0 {
+			cc.Threshold = cfg.MaxPayloadBytes
+		}
+		if cc.MaxBytes == 0 {
+			cc.MaxBytes = DefaultClaimCheckMaxBytes
+		}
+		if cc.Threshold < 0 || cc.Threshold > cfg.MaxPayloadBytes {
+			return nil, fmt.Errorf("outbox: config: ClaimCheck.Threshold %d must be between 0 and MaxPayloadBytes %d", cc.Threshold, cfg.MaxPayloadBytes)
+		}
+		if cc.MaxBytes < cc.Threshold {
+			return nil, fmt.Errorf("outbox: config: ClaimCheck.MaxBytes %d is below ClaimCheck.Threshold %d", cc.MaxBytes, cc.Threshold)
+		}
 	}
 	return &Writer{cfg: cfg, q: sql.New()}, nil
 }

@@ -37,6 +37,13 @@ var (
 	ErrInvalidKind = errors.New("invalid kind")
 	// ErrInvalidEventID is returned for a caller-supplied event id that is not a UUIDv7.
 	ErrInvalidEventID = errors.New("event id must be a UUIDv7")
+	// ErrClaimCheckOff is returned for an event marked ClaimCheck by a Writer
+	// whose Config.ClaimCheck has no store.
+	ErrClaimCheckOff = errors.New("claim-check requested but Config.ClaimCheck has no store")
+	// ErrClaimCheckUnsupported is returned by Batch.ClaimAndWrite for an event
+	// that needs claim-check: the batch records that statement whole and cannot
+	// queue the store's write before it. Use Batch.Write or Writer.ClaimAndWrite.
+	ErrClaimCheckUnsupported = errors.New("claim-check is not supported by Batch.ClaimAndWrite")
 	// ErrNoEvents is returned by Write when called without events.
 	ErrNoEvents = errors.New("no events to write")
 )

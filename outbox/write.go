@@ -54,6 +54,10 @@ type Event struct {
 	Headers map[string]string
 	// OccurredAt is when the fact happened. Defaults to now.
 	OccurredAt time.Time
+	// ClaimCheck sends the payload to Config.ClaimCheck's store whatever its
+	// size (an event with an attachment). Defaults to false: only payloads over
+	// the threshold go there.
+	ClaimCheck bool
 }
 
 // Write inserts events into the outbox in tx, in one statement (one round trip
@@ -76,6 +80,9 @@ func (w *Writer) write(ctx context.Context, db sql.DBTX, events []Event, ids *[]
 	}
 	p, err := w.eventParams(ctx, events)
 	if err != nil {
+		return err
+	}
+	if err := w.putClaims(ctx, db, events, &p); err != nil {
 		return err
 	}
 	if len(events) == 1 {
@@ -179,7 +186,14 @@ func (w *Writer) validate(i int, e *Event) error {
 			return verr("FanoutTopics", ErrInvalidTopic, err.Error())
 		}
 	}
-	if len(e.Payload) > w.cfg.MaxPayloadBytes {
+	if e.ClaimCheck && w.cfg.ClaimCheck.Store == nil {
+		return verr("ClaimCheck", ErrClaimCheckOff, "")
+	}
+	if w.claimChecked(e) {
+		if len(e.Payload) > w.cfg.ClaimCheck.MaxBytes {
+			return verr("Payload", ErrPayloadTooLarge, fmt.Sprintf("%d bytes, claim-check limit %d", len(e.Payload), w.cfg.ClaimCheck.MaxBytes))
+		}
+	} else if len(e.Payload) > w.cfg.MaxPayloadBytes {
 		return verr("Payload", ErrPayloadTooLarge, fmt.Sprintf("%d bytes, limit %d", len(e.Payload), w.cfg.MaxPayloadBytes))
 	}
 	if isJSON(orDefault(e.ContentType, envelope.ContentTypeJSON)) && !(utf8.Valid(e.Payload) && json.Valid(e.Payload)) {

@@ -9,3 +9,6 @@ ORDER BY endpoint, status;
 
 -- name: DemoEventIDs :many
 SELECT event_id FROM /* TEMPLATE: schema */events WHERE event_type = 'order.created';
+
+-- name: DemoWebhookEntities :many
+SELECT entity_type, entity_id, version FROM /* TEMPLATE: schema */webhook_entities WHERE source = $1;

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
 
+	"github.com/outboxrelay/outbox/claimcheck"
 	"github.com/outboxrelay/outbox/envelope"
 	"github.com/outboxrelay/outbox/migrations"
 )
@@ -70,6 +71,15 @@ type Config struct {
 	// topics apply`. Defaults to false: Start creates missing ones with the
 	// source topic's partition count.
 	SkipTopicCreation bool
+
+	// ClaimCheck resolves claim-check references (package claimcheck) before
+	// the request is built: the RequestBuilder sees the stored payload as
+	// Event.Payload, checked against the event's size and digest. A reference
+	// that cannot be resolved is a retriable failure of class "claim_check"
+	// (no call is made), then a dead letter past the last retry. Defaults to
+	// nil: a record that carries a reference fails with class
+	// "claim_check_unconfigured" instead of sending the stub to the API.
+	ClaimCheck *claimcheck.Resolver
 
 	// Logger receives the sink's logs. Defaults to slog.Default().
 	Logger *slog.Logger

@@ -101,7 +101,7 @@ func (s *Sink) callAndRecord(ctx context.Context, ep *endpoint, d *delivery, n i
 	}
 	d.ev.Attempt = n
 	// The call and its record outlive a revoke: a call that went out is recorded.
-	res := call(context.WithoutCancel(ctx), ep.Endpoint, &d.ev)
+	res := s.resolveAndCall(context.WithoutCancel(ctx), ep.Endpoint, d)
 	hook(hookAfterCall)
 	s.metrics.calls.WithLabelValues(ep.Name, res.verdict.outcome()).Inc()
 	s.metrics.callSeconds.WithLabelValues(ep.Name).Observe(res.latency.Seconds())

@@ -76,3 +76,33 @@ func (q *Queries) DemoLedgerCounts(ctx context.Context, db DBTX) ([]DemoLedgerCo
 	}
 	return items, nil
 }
+
+const DemoWebhookEntities = `-- name: DemoWebhookEntities :many
+SELECT entity_type, entity_id, version FROM /* TEMPLATE: schema */webhook_entities WHERE source = $1
+`
+
+type DemoWebhookEntitiesRow struct {
+	EntityType string
+	EntityID   string
+	Version    int64
+}
+
+func (q *Queries) DemoWebhookEntities(ctx context.Context, db DBTX, source string) ([]DemoWebhookEntitiesRow, error) {
+	rows, err := db.Query(ctx, DemoWebhookEntities, source)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DemoWebhookEntitiesRow
+	for rows.Next() {
+		var i DemoWebhookEntitiesRow
+		if err := rows.Scan(&i.EntityType, &i.EntityID, &i.Version); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

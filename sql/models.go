@@ -10,6 +10,18 @@ import (
 	"github.com/google/uuid"
 )
 
+type ClaimCheckPayload struct {
+	EventID   uuid.UUID
+	Payload   []byte
+	CreatedAt time.Time
+}
+
+type ClaimCheckPayloadsDefault struct {
+	EventID   uuid.UUID
+	Payload   []byte
+	CreatedAt time.Time
+}
+
 type Event struct {
 	EventID       uuid.UUID
 	AggregateType string
@@ -86,4 +98,14 @@ type SinkLedger struct {
 	ReconciledAt   *time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+}
+
+type WebhookEntity struct {
+	Source     string
+	EntityType string
+	EntityID   string
+	Version    int64
+	UpdatedAt  time.Time
+	DeliveryID string
+	AcceptedAt time.Time
 }

@@ -73,7 +73,10 @@ func TestDemoAuditPasses(t *testing.T) {
 		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	for _, want := range []string{"orders accepted: 120", "0 duplicates, 0 outbox events missing", "max effects per event 1",
-		"effecting calls carried the trace id of the order request", "stages, delivered/given: load 120/120, relay 120/120, transform 240/240", "PASS:"} {
+		"effecting calls carried the trace id of the order request", "stages, delivered/given: load 120/120, relay 120/120, transform 240/240",
+		"60 deliveries of 12 charges", "0 non-2xx answers; forged signature answered 401", "60 raw webhooks in webhooks.acquirer (0 duplicates",
+		"0 keys whose last record is not the newest, 0 records older than the one before them",
+		"large orders: 3 placed with a 1.5 MiB attachment", "PASS:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("audit lacks %q", want)
 		}

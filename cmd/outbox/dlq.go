@@ -140,7 +140,7 @@ func dlqListCmd(e *env) *cobra.Command {
 			}
 			n++
 			if *asJSON {
-				return json.NewEncoder(e.stdout).Encode(letterJSON(l))
+				return json.NewEncoder(e.stdout).Encode(letterJSON(l, resolveLetter(ctx, nil, l)))
 			}
 			d := l.DeadLetter
 			fmt.Fprintf(tw, "%s\t%s\t%s/%d@%d\t%s\t%s\t%d\t%s\t%s\n", l.Position(), l.At().UTC().Format(time.RFC3339),
@@ -167,6 +167,10 @@ func dlqShowCmd(e *env) *cobra.Command {
 	fs := c.Flags()
 	f := registerDLQFlags(fs, false)
 	asJSON := fs.Bool("json", false, "print JSON")
+	cc := registerClaimCheckFlags(fs)
+	dbURL := fs.String("claim-check-database-url", "", "Postgres URL of the claim-check store, with --claim-check")
+	markSecret(fs, "claim-check-database-url")
+	schema := schemaFlag(fs)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
 		if len(args) != 1 {
@@ -184,21 +188,30 @@ func dlqShowCmd(e *env) *cobra.Command {
 		if err != nil {
 			return f.explain(err)
 		}
+		resolver, closeResolver, err := cc.resolver(ctx, *dbURL, *schema)
+		if err != nil {
+			return err
+		}
+		defer closeResolver()
+		claim := resolveLetter(ctx, resolver, l)
+		if claim.resolved {
+			l.Record.Value = claim.payload
+		}
 		if *asJSON {
 			enc := json.NewEncoder(e.stdout)
 			enc.SetIndent("", "  ")
-			if err := enc.Encode(letterJSON(l)); err != nil {
+			if err := enc.Encode(letterJSON(l, claim)); err != nil {
 				return fmt.Errorf("dlq: write: %w", err)
 			}
 			return nil
 		}
-		return writeLetter(e.stdout, f.topic, l)
+		return writeLetter(e.stdout, f.topic, l, claim)
 	}
 	return c
 }
 
 // writeLetter prints one dead letter with every header decoded.
-func writeLetter(w io.Writer, topic string, l deadletter.Letter) error {
+func writeLetter(w io.Writer, topic string, l deadletter.Letter, claim letterClaim) error {
 	d, r := l.DeadLetter, l.Record
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "record\t%s/%s\n", topic, l.Position())
@@ -228,6 +241,9 @@ func writeLetter(w io.Writer, topic string, l deadletter.Letter) error {
 	for _, h := range r.Headers {
 		fmt.Fprintf(tw, "  %s\t%s\n", h.Key, printable(h.Value))
 	}
+	if claim.ref.URI != "" {
+		fmt.Fprintf(tw, "claim-check\t%s\n", claim.describe())
+	}
 	fmt.Fprintf(tw, "value\t%s\n", printable(r.Value))
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("dlq: write: %w", err)
@@ -235,7 +251,7 @@ func writeLetter(w io.Writer, topic string, l deadletter.Letter) error {
 	return nil
 }
 
-func letterJSON(l deadletter.Letter) any {
+func letterJSON(l deadletter.Letter, claim letterClaim) any {
 	hs := map[string]string{}
 	for _, h := range l.Record.Headers {
 		hs[h.Key] = printable(h.Value)
@@ -274,8 +290,9 @@ func letterJSON(l deadletter.Letter) any {
 		ReplayCount int               `json:"replay_count"`
 		DeadLetter  deadLetter        `json:"dead_letter"`
 		Headers     map[string]string `json:"headers"`
+		ClaimCheck  *claimJSON        `json:"claim_check,omitempty"`
 		Value       any               `json:"value"`
-	}{l.Record.Partition, l.Record.Offset, l.Record.Timestamp.UTC(), printable(l.Record.Key), l.EventID, l.ReplayCount, dl, hs, value}
+	}{l.Record.Partition, l.Record.Offset, l.Record.Timestamp.UTC(), printable(l.Record.Key), l.EventID, l.ReplayCount, dl, hs, claim.json(), value}
 }
 
 func dlqReplayCmd(e *env) *cobra.Command {

@@ -67,7 +67,7 @@ import (
 //
 // A one-shot line passes when it exits 0, or when its ```console output shows
 // psql's "ERROR:" lines and it exits non-zero printing those lines. A
-// long-running line (relay, transform, sink run, lag --watch / --metrics-addr)
+// long-running line (relay, transform, sink run, ingest, lag --watch / --metrics-addr)
 // passes when it serves /readyz with 200 within docReadyWithin and then exits
 // 0 on SIGTERM; the address is its --metrics-addr, else OUTBOX_METRICS_ADDR is
 // set to a free one. Lines that cannot run here, whose documented exit is not
@@ -127,7 +127,7 @@ var (
 	docFenceRe   = regexp.MustCompile("^```([A-Za-z0-9_+-]*)\\s*$")
 	docHeredocRe = regexp.MustCompile(`<<-?\s*['"]?([A-Za-z_][A-Za-z0-9_]*)['"]?`)
 	// docLongRunningRe finds the commands that run until a signal.
-	docLongRunningRe = regexp.MustCompile(`^outbox (relay|transform|sink run)\b|^outbox lag\b.*--(watch|metrics-addr)\b`)
+	docLongRunningRe = regexp.MustCompile(`^outbox (relay|transform|sink run|ingest)\b|^outbox lag\b.*--(watch|metrics-addr)\b`)
 	docMetricsAddrRe = regexp.MustCompile(`--metrics-addr[= ](\S+)`)
 	docShopURLRe     = regexp.MustCompile(`postgres://([a-z_][a-z0-9_]*)@db/shop\b`)
 )

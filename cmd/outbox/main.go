@@ -91,7 +91,7 @@ variable, named in its help; a flag given on the command line wins.`,
 	root.AddCommand(
 		relayCmd(e), transformCmd(e), sinkCmd(e),
 		migrateCmd(e), maintainCmd(e), doctorCmd(e),
-		demoCmd(e), topicsCmd(e), lagCmd(e), dlqCmd(e), republishCmd(e), benchCmd(e),
+		demoCmd(e), topicsCmd(e), lagCmd(e), dlqCmd(e), republishCmd(e), benchCmd(e), ingestCmd(e), schemaCmd(e),
 		versionCmd(e), docsCmd(e),
 	)
 	root.InitDefaultCompletionCmd()

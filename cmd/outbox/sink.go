@@ -52,6 +52,7 @@ func sinkRunCmd(e *env) *cobra.Command {
 	schema := schemaFlag(fs)
 	var kc kafkaconn.Config
 	kc.Register(fs)
+	cc := registerClaimCheckFlags(fs)
 	headers := headerFlags{}
 	fs.Var(headers, "header", `request header template, "Name: {{.EventType}}"; repeatable`)
 	// A header may carry an API key.
@@ -133,11 +134,16 @@ func sinkRunCmd(e *env) *cobra.Command {
 		if h := *refHeader; h != "" {
 			ep.ProviderRef = func(resp *http.Response, _ []byte) string { return resp.Header.Get(h) }
 		}
+		resolver, closeResolver, err := cc.resolver(ctx, *dbURL, *schema)
+		if err != nil {
+			return err
+		}
+		defer closeResolver()
 		reg := opsserver.NewRegistry()
 		s, err := sink.New(sink.Config{
 			DatabaseURL: *dbURL, Schema: *schema, KafkaOpts: kopts, Group: *group, Name: *name,
 			Endpoints: []sink.Endpoint{ep}, Concurrency: *concurrency, SkipTopicCreation: *skipTopics,
-			Logger: e.logger, Registerer: reg,
+			ClaimCheck: resolver, Logger: e.logger, Registerer: reg,
 		})
 		if err != nil {
 			if errors.Is(err, sink.ErrInvalidConfig) {

@@ -52,6 +52,13 @@ func transformCmd(e *env) *cobra.Command {
 	fs := c.Flags()
 	var kc kafkaconn.Config
 	kc.Register(fs)
+	cc := registerClaimCheckFlags(fs)
+	// Only the Postgres claim-check store needs the database: the stage
+	// itself is Kafka to Kafka, so the URL is a flag of its own and
+	// OUTBOX_DATABASE_URL is not read.
+	dbURL := fs.String("claim-check-database-url", "", "Postgres URL of the claim-check store, with --claim-check")
+	markSecret(fs, "claim-check-database-url")
+	schema := schemaFlag(fs)
 	host, _ := os.Hostname()
 	var (
 		group      = fs.String("group", "outbox-transform", "consumer group")
@@ -107,6 +114,11 @@ func transformCmd(e *env) *cobra.Command {
 			}
 		}
 
+		resolver, closeResolver, err := cc.resolver(ctx, *dbURL, *schema)
+		if err != nil {
+			return err
+		}
+		defer closeResolver()
 		reg := opsserver.NewRegistry()
 		stage, err := eos.New(eos.Config{
 			Name:               *stageName,
@@ -117,6 +129,7 @@ func transformCmd(e *env) *cobra.Command {
 			DeadLetterTopic:    *dlq,
 			TransactionalID:    *txnID,
 			Transform:          fn,
+			ClaimCheck:         resolver,
 			MaxRecordsPerTxn:   *maxRecs,
 			TransactionTimeout: *txnTimeout,
 			SessionTimeout:     *sessTO,

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outboxrelay/outbox/claimcheck"
 	"github.com/outboxrelay/outbox/envelope"
 	"github.com/outboxrelay/outbox/internal/ops/kafkaread"
 	"github.com/outboxrelay/outbox/sql"
@@ -152,6 +153,10 @@ type AuditInput struct {
 	// (its drain timeout passed); empty when it settled. A run that did not
 	// settle fails the audit, whatever the counts say by the time it runs.
 	NotSettled string
+	// Webhooks is the acquirer's sender and WebhookResult what it saw; nil
+	// Webhooks skips their checks.
+	Webhooks      *Webhooks
+	WebhookResult WebhookResult
 }
 
 // Audit is the demo's closing report.
@@ -208,7 +213,7 @@ func (a *Audit) String() string {
 		b.WriteString("  " + l + "\n")
 	}
 	if a.Pass() {
-		b.WriteString("PASS: every order's event relayed once, every command produced once, at most one external effect per event, accounting balances\n")
+		b.WriteString("PASS: every order's event relayed once, every command produced once, at most one external effect per event, accounting balances, every webhook once with the newest version last\n")
 	} else {
 		b.WriteString("FAIL: " + strings.Join(a.Failures, "; ") + "\n")
 	}
@@ -251,7 +256,12 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 		return nil, err
 	}
 	seen := map[string]map[string]int{}
+	byRef, maxValue := 0, 0
 	for _, r := range recs {
+		if r.Topic == EventsTopic && header(r, claimcheck.HeaderRef) != "" {
+			byRef++
+			maxValue = max(maxValue, len(r.Value))
+		}
 		id := header(r, envelope.HeaderEventID)
 		if seen[r.Topic] == nil {
 			seen[r.Topic] = map[string]int{}
@@ -275,6 +285,13 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 	line("events relayed: %d distinct in %s, %d duplicates, %d outbox events missing", evDistinct, EventsTopic, evDup, lost)
 	check(evDup == 0, "%d duplicate events in %s", evDup, EventsTopic)
 	check(lost == 0, "%d committed outbox events never reached %s", lost, EventsTopic)
+	if in.Sent != nil {
+		// Every large order's event went by reference, and its commands were
+		// made from the resolved payload (the counts below).
+		large := in.Sent.LargeOrders()
+		line("large orders: %d placed with a 1.5 MiB attachment, %d events in %s by claim-check reference (largest such record value %d bytes)", large, byRef, EventsTopic, maxValue)
+		check(byRef >= large, "%d claim-check events in %s for %d large orders", byRef, EventsTopic, large)
+	}
 	a.Stages = append(a.Stages, StageCount{Stage: "relay", What: "outbox events in " + EventsTopic, Expected: int64(len(ids)), Seen: int64(len(ids) - lost)})
 
 	commands := map[string]int{}
@@ -328,6 +345,12 @@ func (c *Counter) Audit(ctx context.Context, in AuditInput) (*Audit, error) {
 			}
 			line("%s API: %d of %d effecting calls carried the trace id of the order request that caused them", api.Name, traced, keys)
 			check(traced == keys, "%s: %d of %d calls lost the order's trace context", api.Name, keys-traced, keys)
+		}
+	}
+
+	if in.Webhooks != nil {
+		if err := c.auditWebhooks(ctx, in.Webhooks, in.WebhookResult, line, check); err != nil {
+			return nil, err
 		}
 	}
 

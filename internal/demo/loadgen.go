@@ -8,12 +8,31 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 )
+
+// largeAttachment is the size of a large order's attachment.
+const largeAttachment = 1536 << 10
+
+// LargeOrder says whether the load's i-th order carries an attachment: one
+// in 40.
+func LargeOrder(i int) bool { return i%40 == 7 }
+
+// LargeOrders is how many of the orders to place carry an attachment.
+func (l *Load) LargeOrders() int {
+	n := 0
+	for i := range l.Orders {
+		if LargeOrder(i) {
+			n++
+		}
+	}
+	return n
+}
 
 // Load sends orders to an order service, resubmitting some with the same
 // Idempotency-Key as a client retrying after a lost answer would.
@@ -99,11 +118,17 @@ func (l *Load) place(ctx context.Context, client *http.Client, i int) {
 	l.traces[traceID] = true
 	l.mu.Unlock()
 	traceparent := fmt.Sprintf("00-%s-%016x-01", traceID, rand.Uint64()|1)
-	body, _ := json.Marshal(OrderRequest{
+	req := OrderRequest{
 		CustomerID: fmt.Sprintf("cust-%d", i%37), AmountCents: int64(500 + i%50*100), Currency: "EUR",
 		Items:   json.RawMessage(fmt.Sprintf(`[{"sku":"sku-%d","qty":%d}]`, i%11, 1+i%3)),
 		Address: json.RawMessage(`{"city":"Lisbon","zip":"1100-148"}`),
-	})
+	}
+	if LargeOrder(i) {
+		// A scanned purchase order attached: the event is over the writer's
+		// 1 MiB limit and goes to Kafka by reference (claim-check).
+		req.Attachment = strings.Repeat("JVBERi0xLjQK", largeAttachment/12)
+	}
+	body, _ := json.Marshal(req)
 	accepted := false
 	// A client retries until it gets an answer that is not a conflict.
 	for attempt := 0; attempt < 20 && ctx.Err() == nil; attempt++ {

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outboxrelay/outbox/claimcheck"
 	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
 	"github.com/outboxrelay/outbox/internal/opsserver"
 	"github.com/outboxrelay/outbox/internal/pgconnect"
@@ -97,6 +98,7 @@ type runner struct {
 	svc                     *OrderService
 	payment, shipping       *MockAPI
 	orderURL                string
+	webhooks                *Webhooks
 	stages                  []*stage
 	stagesStarted           bool
 	paymentURL, shippingURL string
@@ -211,12 +213,29 @@ func (r *runner) startServices(ctx context.Context) error {
 	if _, err := pool.Exec(ctx, OrdersTable); err != nil {
 		return fmt.Errorf("demo: create orders table: %w", err)
 	}
-	writer, err := outbox.New(outbox.Config{})
+	// Large orders (LargeOrder) go to Kafka by reference, their payloads
+	// stored in Postgres in the order's own transaction.
+	store, err := claimcheck.NewPostgres(claimcheck.PostgresConfig{})
+	if err != nil {
+		return err
+	}
+	writer, err := outbox.New(outbox.Config{ClaimCheck: outbox.ClaimCheckConfig{Store: store}})
 	if err != nil {
 		return err
 	}
 	r.svc = &OrderService{Pool: pool, Writer: writer, Logger: r.logger}
 	if r.orderURL, err = r.serve(r.svc); err != nil {
+		return err
+	}
+	// The acquirer's webhooks come in through ingest's handler, mounted
+	// here as a service would: 12 charges of 5 versions, 8 senders.
+	secret := newSecret()
+	wh, err := newWebhookHandler(pool, secret)
+	if err != nil {
+		return err
+	}
+	r.webhooks = &Webhooks{Secret: secret, Charges: 12, Versions: 5, Senders: 8}
+	if r.webhooks.URL, err = r.serve(wh); err != nil {
 		return err
 	}
 	r.payment = &MockAPI{Name: "payment", HonoursKeys: true, FailRate: 0.08, RateLimitRate: 0.02, TimeoutRate: 0.02, Delay: 3 * time.Second}
@@ -297,6 +316,8 @@ func (r *runner) drive(ctx context.Context) (*Report, error) {
 	defer stopLoad()
 	loadDone := make(chan LoadResult, 1)
 	go func() { loadDone <- load.Run(loadCtx) }()
+	whDone := make(chan WebhookResult, 1)
+	go func() { whDone <- r.webhooks.Run(loadCtx) }()
 	counter := NewCounter(r.dbURL, r.kopts)
 	defer counter.Close()
 
@@ -312,6 +333,9 @@ func (r *runner) drive(ctx context.Context) (*Report, error) {
 		return nil, ctx.Err()
 	}
 	kills := ch.stop()
+	// The webhooks are few and sent first; they are long done unless ctx
+	// or the load's end cancelled them, which the audit then reports.
+	whRes := <-whDone
 	notSettled := ""
 	if !settled {
 		notSettled = fmt.Sprintf("the pipeline did not settle within --timeout %s", r.cfg.Timeout)
@@ -323,6 +347,7 @@ func (r *runner) drive(ctx context.Context) (*Report, error) {
 	audit, err := counter.Audit(actx, AuditInput{
 		Load: *lr, Sent: load, Service: r.svc, Payment: r.payment, Shipping: r.shipping,
 		Chaos: r.cfg.Chaos, ChaosKills: kills, Elapsed: time.Since(start), NotSettled: notSettled,
+		Webhooks: r.webhooks, WebhookResult: whRes,
 	})
 	if err != nil {
 		return nil, err

@@ -46,7 +46,9 @@ func newStages(bin string, env []string, logDir string, ep stageEndpoints) []*st
 			// a short one lets chaos restarts resume in seconds. 6s is the floor
 			// of Apache Kafka's group.min.session.timeout.ms (default), so a real
 			// broker accepts it (kfake takes any value).
-			"--session-timeout", "6s", "--transaction-timeout", "5s"}},
+			"--session-timeout", "6s", "--transaction-timeout", "5s",
+			// Large orders arrive by reference; their payloads are in Postgres.
+			"--claim-check", "--claim-check-database-url", ep.dbURL}},
 		{name: "sink-payment", args: sinkArgs(ep.dbURL, ep.brokers, "payment", ep.paymentURL, true)},
 		{name: "sink-shipping", args: sinkArgs(ep.dbURL, ep.brokers, "shipping", ep.shippingURL, false)},
 	}
