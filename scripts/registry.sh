@@ -49,10 +49,14 @@ need_java() {
 # the folder. A lock keeps parallel test binaries from fetching twice.
 dist() {
   local cache="${OUTBOX_REGISTRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/outbox/apicurio-registry-$version}"
-  if [[ -f "$cache/.complete" ]]; then echo "$cache"; return; fi
+  if [[ -f "$cache/.complete" && -f "$cache/.cds-tried" ]]; then echo "$cache"; return; fi
   mkdir -p "$cache"
   (
     flock 9
+    if [[ -f "$cache/.complete" && ! -f "$cache/.cds-tried" ]]; then
+      train_cds "$cache"
+      touch "$cache/.cds-tried"
+    fi
     if [[ ! -f "$cache/.complete" ]]; then
       command -v mvn >/dev/null 2>&1 ||
         die "Maven is not installed and Apicurio Registry $version is not cached in $cache: apt-get install -y maven"
@@ -66,10 +70,33 @@ dist() {
       rm -rf "$cache/dl"
       [[ -f "$cache/app/apicurio-registry-app-$version-runner.jar" ]] ||
         die "the distribution in $cache/app has no apicurio-registry-app-$version-runner.jar"
-      touch "$cache/.complete"
+      train_cds "$cache"
+      touch "$cache/.cds-tried" "$cache/.complete"
     fi
   ) 9>"$cache/.lock"
   echo "$cache"
+}
+
+# train_cds starts the registry once, asks it one question and stops it,
+# so the JVM writes a class-data-sharing archive of what it loaded: later
+# starts map it instead of loading and verifying those classes again (2.4 s
+# instead of 5.3 s to the first answer here). Without it they still work.
+train_cds() {
+  local cache="$1" port pid
+  port="$(pick_port)"
+  java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ArchiveClassesAtExit="$cache/app.jsa" \
+    -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" -Dquarkus.log.level=WARN \
+    -jar "$cache/app/apicurio-registry-app-$version-runner.jar" >"$cache/cds.log" 2>&1 </dev/null 9>&- &
+  pid=$!
+  local deadline=$((SECONDS + 120))
+  until curl -sf -o /dev/null -X PUT -H 'Content-Type: application/vnd.schemaregistry.v1+json' \
+    -d '{"compatibility":"BACKWARD"}' "http://127.0.0.1:$port/apis/ccompat/v7/config/cds"; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then break; fi
+    sleep 0.2
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [[ -s "$cache/app.jsa" ]] || rm -f "$cache/app.jsa"
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -116,11 +143,13 @@ cmd_start() {
   (
     flock 8
     if ! registry_pid "$dir" >/dev/null; then
-      local port heap="${OUTBOX_REGISTRY_HEAP:--Xmx256m -Xms64m}"
+      local port heap="${OUTBOX_REGISTRY_HEAP:--Xmx256m -Xms64m}" cds=""
+      # The archive fits the JVM that wrote it; another JVM ignores it.
+      if [[ -s "$d/app.jsa" ]]; then cds="-XX:SharedArchiveFile=$d/app.jsa -Xlog:cds=off -Xlog:cds+dynamic=off"; fi
       port="$(pick_port)"
       echo "$port" >"$dir/port"
       # shellcheck disable=SC2086
-      setsid java $heap -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k -Djava.awt.headless=true \
+      setsid java $heap $cds -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k -Djava.awt.headless=true \
         -Doutbox.registry.dir="$dir" -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
         -Dquarkus.http.access-log.enabled=false -Dquarkus.log.level=WARN \
         -jar "$d/app/apicurio-registry-app-$version-runner.jar" \

@@ -214,11 +214,18 @@ func TestIngestRelayOrder(t *testing.T) {
 		for _, r := range got {
 			recs[string(r.Key)] = append(recs[string(r.Key)], header(r, "webhook_version"))
 		}
+		n := 0
 		for e := range entities {
 			vs := recs[fmt.Sprintf("stripe.customer.cus_%d", e)]
 			if len(vs) == 0 || vs[len(vs)-1] != newest {
 				return fmt.Errorf("cus_%d: versions %v", e, vs)
 			}
+			n += len(vs)
+		}
+		// Wait for every accepted delivery's record too: one arriving
+		// after its entity's newest would fail the order check below.
+		if n < accepted {
+			return fmt.Errorf("%d records of %d accepted deliveries", n, accepted)
 		}
 		return nil
 	})
