@@ -101,34 +101,31 @@ func (s *OrderService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	respBody, _ := json.Marshal(map[string]string{"order_id": orderID})
 
 	var claim outbox.Claim
+	fp := outbox.Fingerprint([]byte(r.Method), []byte(r.URL.Path), body)
+	resp := &outbox.Response{StatusCode: http.StatusCreated, Body: respBody}
+	ev := outbox.Event{AggregateType: "order", AggregateID: orderID, EventType: "order.created", Payload: payload}
+	const insertOrder = `INSERT INTO demo_orders (order_id, customer_id, amount_cents) VALUES ($1, $2, $3)`
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		if len(payload) > outbox.DefaultMaxPayloadBytes {
 			// Over the event limit: the payload goes to the claim-check
 			// store in this transaction, which the pipelined Batch cannot do.
-			c, _, err := s.Writer.ClaimAndWrite(ctx, tx, key, outbox.Fingerprint([]byte(r.Method), []byte(r.URL.Path), body),
-				&outbox.Response{StatusCode: http.StatusCreated, Body: respBody},
-				outbox.Event{AggregateType: "order", AggregateID: orderID, EventType: "order.created", Payload: payload})
-			if err != nil || c.Replay != nil {
-				claim = c
-				if err == nil {
-					return errReplayed
-				}
+			if claim, _, err = s.Writer.ClaimAndWrite(ctx, tx, key, fp, resp, ev); err != nil {
 				return err
 			}
-			_, err = tx.Exec(ctx, `INSERT INTO demo_orders (order_id, customer_id, amount_cents) VALUES ($1, $2, $3)`, orderID, req.CustomerID, req.AmountCents)
+			if claim.Replay != nil {
+				return errReplayed
+			}
+			_, err := tx.Exec(ctx, insertOrder, orderID, req.CustomerID, req.AmountCents)
 			return err
 		}
 		// The response is known before the work, so one statement claims
 		// the key, inserts the event and stores the key completed; the order
 		// row rides in the same round trip.
 		b := s.Writer.NewBatch()
-		fp := outbox.Fingerprint([]byte(r.Method), []byte(r.URL.Path), body)
-		resp := &outbox.Response{StatusCode: http.StatusCreated, Body: respBody}
-		ev := outbox.Event{AggregateType: "order", AggregateID: orderID, EventType: "order.created", Payload: payload}
 		if _, err := b.ClaimAndWrite(ctx, key, fp, resp, ev); err != nil {
 			return err
 		}
-		b.Queue(`INSERT INTO demo_orders (order_id, customer_id, amount_cents) VALUES ($1, $2, $3)`, orderID, req.CustomerID, req.AmountCents)
+		b.Queue(insertOrder, orderID, req.CustomerID, req.AmountCents)
 		claim, err = b.Run(ctx, tx)
 		if err == nil && claim.Replay != nil {
 			// Run rolled tx back; returning an error keeps BeginFunc from committing it.
