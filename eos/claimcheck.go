@@ -18,6 +18,15 @@ type ClaimCheckError struct{ Err error }
 func (e *ClaimCheckError) Error() string { return "resolve claim-check payload: " + e.Err.Error() }
 func (e *ClaimCheckError) Unwrap() error { return e.Err }
 
+// DecodeError is the rejection of a record whose wire-format value
+// Config.Decoder could not decode; its dead-letter class is "schema". One
+// that wraps schema.ErrRegistry (the registry did not answer) is not a
+// rejection: the transaction aborts and is retried.
+type DecodeError struct{ Err error }
+
+func (e *DecodeError) Error() string { return "decode value: " + e.Err.Error() }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
 // headerGetter reads a record's headers, last value wins.
 func headerGetter(r *kgo.Record) func(string) (string, bool) {
 	return func(k string) (v string, ok bool) {

@@ -70,6 +70,15 @@ type Config struct {
 	// Defaults to nil: records pass to the transform as they are.
 	ClaimCheck *claimcheck.Resolver
 
+	// Decoder decodes input values in the Confluent wire format (what a
+	// relay with a Schema Registry writes) back to the JSON the writer
+	// stored, before the transform: a *schema.Wire. A value it cannot
+	// decode dead-letters the record (class "schema"); a registry that
+	// cannot answer aborts the transaction and rebuilds the session after
+	// a backoff, so an outage dead-letters nothing. Outputs are produced as
+	// the transform makes them. Defaults to nil: values as they are.
+	Decoder ValueDecoder
+
 	// MaxRecordsPerTxn caps the input records in one transaction. Defaults to 1000.
 	MaxRecordsPerTxn int
 	// Linger is how long the stage keeps polling to fill a transaction up to
@@ -209,4 +218,11 @@ func (c *Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return cfg, nil
+}
+
+// ValueDecoder turns a record value back into the payload the writer
+// stored; *schema.Wire is one. decoded is false for a value it leaves as
+// it is.
+type ValueDecoder interface {
+	Decode(ctx context.Context, value []byte) (payload []byte, decoded bool, err error)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/envelope"
+	"github.com/outboxrelay/outbox/schema"
 )
 
 // StageKind is the envelope.DeadLetter Stage value of records this package
@@ -46,6 +47,15 @@ func (s *Stage) apply(ctx context.Context, r *kgo.Record) (outs []*kgo.Record, e
 			outs, err = nil, &PanicError{Value: v, Stack: debug.Stack()}
 		}
 	}()
+	if s.cfg.Decoder != nil && schema.IsWire(r.Value) {
+		payload, _, err := s.cfg.Decoder.Decode(ctx, r.Value)
+		if err != nil {
+			return nil, &DecodeError{Err: err}
+		}
+		in := *r
+		in.Value = payload
+		return s.cfg.Transform(ctx, &in)
+	}
 	if s.cfg.ClaimCheck == nil {
 		return s.cfg.Transform(ctx, r)
 	}
@@ -102,6 +112,10 @@ func errorClass(err error) string {
 	var ce *ClaimCheckError
 	if errors.As(err, &ce) {
 		return "claim_check"
+	}
+	var de *DecodeError
+	if errors.As(err, &de) {
+		return "schema"
 	}
 	for {
 		next := errors.Unwrap(err)

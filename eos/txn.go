@@ -10,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outboxrelay/outbox/schema"
 )
 
 // recordID names an input record: where it was read from.
@@ -145,6 +147,9 @@ func (s *Stage) transact(ctx context.Context, sess *kgo.GroupTransactSession, re
 	var (
 		st  txnStats
 		out produceOutcome
+		// retry is a transient failure (the schema registry did not
+		// answer): abort, and rebuild the session after a backoff.
+		retry error
 	)
 	for _, r := range recs {
 		if ctx.Err() != nil {
@@ -177,6 +182,10 @@ func (s *Stage) transact(ctx context.Context, sess *kgo.GroupTransactSession, re
 			if ctx.Err() != nil {
 				break // the transform gave up because we are stopping
 			}
+			if errors.Is(derr, schema.ErrRegistry) {
+				retry = derr
+				break
+			}
 			st.dead++
 			dl := s.deadLetter(r, derr)
 			sess.Produce(ctx, dl, out.promise(id))
@@ -205,6 +214,9 @@ func (s *Stage) transact(ctx context.Context, sess *kgo.GroupTransactSession, re
 	switch {
 	case ctx.Err() != nil:
 		commit = kgo.TryAbort
+	case retry != nil:
+		commit = kgo.TryAbort
+		s.log.WarnContext(ctx, "eos: schema registry unavailable; aborting", slog.Any("error", retry))
 	case flushErr != nil:
 		commit = kgo.TryAbort
 		s.log.WarnContext(ctx, "eos: flush failed; aborting", slog.Any("error", flushErr))
@@ -216,7 +228,10 @@ func (s *Stage) transact(ctx context.Context, sess *kgo.GroupTransactSession, re
 		s.log.WarnContext(ctx, "eos: produce failed; aborting", slog.Any("error", out.first),
 			slog.Int("refused_inputs", len(out.refused)))
 	}
-	return s.end(ctx, sess, commit, st)
+	if err := s.end(ctx, sess, commit, st); err != nil || retry == nil {
+		return err
+	}
+	return fmt.Errorf("eos: decode input: %w", retry)
 }
 
 // end ends the transaction. GroupTransactSession.End aborts instead of

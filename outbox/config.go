@@ -35,6 +35,21 @@ type Config struct {
 	// the event instead (docs/writer.md, "Claim-check"). Defaults to off: an
 	// event over MaxPayloadBytes is rejected with ErrPayloadTooLarge.
 	ClaimCheck ClaimCheckConfig
+	// Schemas checks each event's payload against its event type's schema
+	// before anything is written: a *schema.Set (schema.Load of the
+	// service's schemas folder) checks the latest JSON Schema and Avro
+	// version of the types it has and lets other types through. A payload
+	// that does not match fails the write with a *ValidationError wrapping
+	// ErrSchemaMismatch. Defaults to nil: payloads are only checked to be
+	// JSON.
+	Schemas Validator
+}
+
+// Validator checks a payload against its event type's schema; it returns
+// nil for a match and for an event type it has no schema for, and an error
+// that errors.Is ErrSchemaMismatch otherwise. *schema.Set implements it.
+type Validator interface {
+	Validate(eventType string, payload []byte) error
 }
 
 // ClaimCheckConfig configures claim-check writes. The zero value is off.

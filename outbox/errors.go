@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/outboxrelay/outbox/schema"
 )
 
 // Validation sentinels. Write returns a *ValidationError that wraps one of
@@ -44,6 +46,11 @@ var (
 	// that needs claim-check: the batch records that statement whole and cannot
 	// queue the store's write before it. Use Batch.Write or Writer.ClaimAndWrite.
 	ErrClaimCheckUnsupported = errors.New("claim-check is not supported by Batch.ClaimAndWrite")
+	// ErrSchemaMismatch is returned for a payload that does not match its
+	// event type's schema (Config.Schemas). It is schema.ErrMismatch: the
+	// ValidationError's Err is the *schema.ValidationError naming the
+	// version and the field.
+	ErrSchemaMismatch = schema.ErrMismatch
 	// ErrNoEvents is returned by Write when called without events.
 	ErrNoEvents = errors.New("no events to write")
 )
@@ -70,7 +77,8 @@ type ValidationError struct {
 	Index int
 	// Field is the offending field, e.g. "Payload".
 	Field string
-	// Err is one of the validation sentinels.
+	// Err is one of the validation sentinels, or for ErrSchemaMismatch the
+	// *schema.ValidationError that wraps it.
 	Err error
 	// Detail adds what was found, e.g. the size.
 	Detail string

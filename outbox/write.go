@@ -199,6 +199,11 @@ func (w *Writer) validate(i int, e *Event) error {
 	if isJSON(orDefault(e.ContentType, envelope.ContentTypeJSON)) && !(utf8.Valid(e.Payload) && json.Valid(e.Payload)) {
 		return verr("Payload", ErrInvalidJSON, "content type "+orDefault(e.ContentType, envelope.ContentTypeJSON))
 	}
+	if w.cfg.Schemas != nil {
+		if err := w.cfg.Schemas.Validate(e.EventType, e.Payload); err != nil {
+			return verr("Payload", err, "")
+		}
+	}
 	return nil
 }
 

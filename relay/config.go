@@ -82,6 +82,19 @@ type Config struct {
 	// RecordTopicTemplate routes a record row (kind 'record', a compacted topic)
 	// whose topic column is empty. Defaults to "outbox.{aggregate_type}.records".
 	RecordTopicTemplate string
+	// Encoder turns each event's payload into the record value: a
+	// *schema.Wire writes the Confluent wire format (magic byte, schema id,
+	// Avro datum or JSON) for the event types it has schemas for, so Java
+	// consumers read them with KafkaAvroDeserializer. Defaults to nil: the
+	// payload as written. A claim-checked event's reference is never encoded.
+	Encoder ValueEncoder
+	// SchemaDeadLetterTopic receives, as written and with the header
+	// outbox.schema-error saying why, an event whose payload the Encoder
+	// refuses as not matching its schema (a row from the SQL path, which
+	// the Go writer's validation does not guard), in the same Kafka
+	// transaction as its neighbours. Defaults to "": the relay stops with
+	// ErrSchemaMismatch naming the event, which stays in the slot.
+	SchemaDeadLetterTopic string
 
 	// MaxBatchEvents closes a batch of whole Postgres transactions once it
 	// holds this many events. Defaults to 5000.
@@ -231,6 +244,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if err := envelope.ValidTopic(cfg.CheckpointTopic); err != nil {
 		return cfg, fmt.Errorf("%w: CheckpointTopic: %v", errConfig, err)
+	}
+	if cfg.SchemaDeadLetterTopic != "" {
+		if err := envelope.ValidTopic(cfg.SchemaDeadLetterTopic); err != nil {
+			return cfg, fmt.Errorf("%w: SchemaDeadLetterTopic: %v", errConfig, err)
+		}
 	}
 	for name, v := range map[string]string{"TopicTemplate": cfg.TopicTemplate, "RecordTopicTemplate": cfg.RecordTopicTemplate} {
 		if err := envelope.ValidTopic(expandTemplate(v, "x", "x", "event")); err != nil {

@@ -1,6 +1,10 @@
 package relay
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/outboxrelay/outbox/schema"
+)
 
 // Sentinel errors Run returns; callers branch on them with errors.Is. Every
 // other error Run sees (a dropped connection, a failed or unknown Kafka commit)
@@ -49,11 +53,17 @@ var (
 	// ErrBadSlot is returned when the slot exists but is not a pgoutput slot of
 	// this database.
 	ErrBadSlot = errors.New("relay: replication slot is not a pgoutput slot of this database")
+
+	// ErrSchemaMismatch is returned when Config.Encoder refuses an event's
+	// payload as not matching its schema and no SchemaDeadLetterTopic is
+	// set. The event stays in the slot; the error names it. It is
+	// schema.ErrMismatch, so an Encoder's *schema.ValidationError matches.
+	ErrSchemaMismatch = schema.ErrMismatch
 )
 
 // fatal reports whether err ends Run rather than starting a new session.
 func fatal(err error) bool {
-	for _, s := range []error{ErrSlotInUse, ErrWALLevel, ErrNoPublication, ErrNoSlot, ErrSlotMoved, ErrWALLost, ErrBadSlot, errConfig} {
+	for _, s := range []error{ErrSlotInUse, ErrWALLevel, ErrNoPublication, ErrNoSlot, ErrSlotMoved, ErrWALLost, ErrBadSlot, ErrSchemaMismatch, errConfig} {
 		if errors.Is(err, s) {
 			return true
 		}

@@ -37,7 +37,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg:    cfg,
 		log:    cfg.Logger.With(slog.String("slot", cfg.Slot)),
 		m:      m,
-		rt:     &router{eventTemplate: cfg.TopicTemplate, recordTemplate: cfg.RecordTopicTemplate},
+		rt:     &router{eventTemplate: cfg.TopicTemplate, recordTemplate: cfg.RecordTopicTemplate, enc: cfg.Encoder, schemaDLT: cfg.SchemaDeadLetterTopic},
 		topics: map[string]bool{},
 	}, nil
 }

@@ -157,7 +157,7 @@ func (rp *repairer) plan(ctx context.Context, tx pgx.Tx, w repairWindow) (*repai
 		for _, v := range raw {
 			cols = append(cols, column{kind: pglogrepl.TupleDataTypeBinary, data: v})
 		}
-		recs, _, err := rp.rt.records(repairCols, cols, src)
+		recs, _, err := rp.rt.records(ctx, repairCols, cols, src)
 		if err != nil {
 			return nil, fmt.Errorf("relay: repair: %w", err)
 		}
@@ -446,7 +446,7 @@ func (rp *repairer) produceRows(ctx context.Context, tx pgx.Tx, p *repairPlan, i
 		if len(raw[11]) == 4 {
 			xid = binary.BigEndian.Uint32(raw[11])
 		}
-		recs, _, err := rp.rt.records(repairCols, cols, &txSource{xidText: strconv.AppendUint(nil, uint64(xid), 10)})
+		recs, _, err := rp.rt.records(ctx, repairCols, cols, &txSource{xidText: strconv.AppendUint(nil, uint64(xid), 10)})
 		if err != nil {
 			return n, lastID, fmt.Errorf("relay: repair: %w", err)
 		}

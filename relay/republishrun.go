@@ -65,6 +65,11 @@ type RepublishConfig struct {
 	// relay does. Default "outbox.{aggregate_type}" and
 	// "outbox.{aggregate_type}.records".
 	TopicTemplate, RecordTopicTemplate string
+	// Encoder and SchemaDeadLetterTopic encode values as the relay does
+	// (Config.Encoder): give them the relay's settings, or republished
+	// records differ from streamed ones.
+	Encoder               ValueEncoder
+	SchemaDeadLetterTopic string
 	// CreateTopics creates a missing target topic. Defaults to false: a
 	// missing topic is ErrUnknownTopic.
 	CreateTopics bool
@@ -272,7 +277,7 @@ func Republish(ctx context.Context, cfg RepublishConfig) (RepublishSummary, erro
 	}
 	rp := &repairer{
 		schema: cfg.Schema,
-		rt:     &router{eventTemplate: cfg.TopicTemplate, recordTemplate: cfg.RecordTopicTemplate},
+		rt:     &router{eventTemplate: cfg.TopicTemplate, recordTemplate: cfg.RecordTopicTemplate, enc: cfg.Encoder, schemaDLT: cfg.SchemaDeadLetterTopic},
 		opts:   cfg.KafkaOpts,
 		cl:     cl,
 		log:    log,

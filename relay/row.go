@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outboxrelay/outbox/claimcheck"
 	"github.com/outboxrelay/outbox/envelope"
 )
 
@@ -45,7 +48,22 @@ func newColumns(rel *pglogrepl.RelationMessage) (*columns, error) {
 // router turns a decoded row into Kafka records.
 type router struct {
 	eventTemplate, recordTemplate string
+	enc                           ValueEncoder
+	schemaDLT                     string
 }
+
+// ValueEncoder turns an event's payload into a record value; *schema.Wire
+// is one. encoded is false when it leaves the payload as it is (an event
+// type it has no schema for). An error that errors.Is ErrSchemaMismatch
+// is the payload's fault; any other (the registry down) is retried from
+// the slot.
+type ValueEncoder interface {
+	Encode(ctx context.Context, eventType string, payload []byte) (value []byte, encoded bool, err error)
+}
+
+// HeaderSchemaError, on a record in Config.SchemaDeadLetterTopic, says why
+// the Encoder refused the event's payload.
+const HeaderSchemaError = "outbox.schema-error"
 
 // expandTemplate fills a topic template.
 func expandTemplate(tmpl, aggregateType, eventType, kind string) string {
@@ -66,7 +84,7 @@ var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // records it becomes: one on its topic and one per fan-out topic. src holds
 // its transaction's commit LSN and id. The returned size counts payload and
 // key bytes.
-func (rt *router) records(c *columns, cols []column, src *txSource) ([]*kgo.Record, int, error) {
+func (rt *router) records(ctx context.Context, c *columns, cols []column, src *txSource) ([]*kgo.Record, int, error) {
 	get := func(i int) ([]byte, error) {
 		if i >= len(cols) {
 			return nil, fmt.Errorf("relay: tuple has %d columns, want more than %d", len(cols), i)
@@ -173,6 +191,22 @@ func (rt *router) records(c *columns, cols []column, src *txSource) ([]*kgo.Reco
 		}
 	}
 
+	if rt.enc != nil && !hasHeader(headers, claimcheck.HeaderRef) {
+		v, _, err := rt.enc.Encode(ctx, string(eventTypeV), payloadV)
+		switch {
+		case errors.Is(err, ErrSchemaMismatch) && rt.schemaDLT != "":
+			// The event goes to the dead-letter topic alone, as written.
+			headers = append(headers[:len(headers):len(headers)], kgo.RecordHeader{Key: HeaderSchemaError, Value: []byte(err.Error())})
+			rh.rec = kgo.Record{Topic: rt.schemaDLT, Key: aggIDV, Value: payloadV, Headers: headers}
+			return []*kgo.Record{&rh.rec}, len(payloadV) + len(aggIDV), nil
+		case errors.Is(err, ErrSchemaMismatch):
+			return nil, 0, fmt.Errorf("relay: event %s: %w; set a schema dead-letter topic (--schema-dead-letter) to move it aside, or publish a schema version that accepts it", eventID, err)
+		case err != nil:
+			return nil, 0, fmt.Errorf("relay: encode event %s (%s): %w", eventID, eventTypeV, err)
+		}
+		payloadV = v
+	}
+
 	rh.rec = kgo.Record{Topic: topic, Key: aggIDV, Value: payloadV, Headers: headers}
 	size := len(payloadV) + len(aggIDV)
 	if len(fanout) == 0 {
@@ -188,6 +222,16 @@ func (rt *router) records(c *columns, cols []column, src *txSource) ([]*kgo.Reco
 		size += len(payloadV) + len(aggIDV)
 	}
 	return recs, size, nil
+}
+
+// hasHeader reports whether headers hold key.
+func hasHeader(headers []kgo.RecordHeader, key string) bool {
+	for _, h := range headers {
+		if h.Key == key {
+			return true
+		}
+	}
+	return false
 }
 
 // txSource is the header values every row of one Postgres transaction

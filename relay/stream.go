@@ -267,7 +267,7 @@ func (s *stream) decode(ctx context.Context, data []byte) error {
 		if c == nil {
 			return nil
 		}
-		recs, size, err := s.rt.records(c, cols, s.src)
+		recs, size, err := s.rt.records(ctx, c, cols, s.src)
 		if err != nil {
 			return fmt.Errorf("relay: transaction %d at %s: %w", s.cur.xid, s.cur.lsn, err)
 		}

@@ -52,6 +52,7 @@ type Version struct {
 
 	avro avro.Schema
 	json *jsonschema.Schema
+	codecState
 }
 
 // Avro is the parsed schema of an Avro version, nil for other formats.

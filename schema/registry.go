@@ -23,8 +23,7 @@ var ErrRegistry = errors.New("schema: registry")
 
 // Registry is a Confluent Schema Registry API (Confluent's own, Apicurio's
 // /apis/ccompat/v7, Karapace) that decides compatibility for `schema check
-// --against URL`. Subjects are event types (the record-name strategy: one
-// subject per event type, whatever topic carries it).
+// --against URL`. Subjects are named for event types (see Subject).
 type Registry struct {
 	// URL is the API's base URL, e.g. http://registry:8081 or
 	// http://apicurio:8080/apis/ccompat/v7.
@@ -34,8 +33,16 @@ type Registry struct {
 	Client *http.Client
 }
 
-// Subject is the registry subject of an event type.
-func Subject(eventType string) string { return eventType }
+// Subject is the registry subject of an event type's history in format f:
+// the event type itself for Avro (the record-name strategy: one subject per
+// event type, whatever topics carry it) and "<event_type>-json" for JSON
+// Schema, because a subject holds schemas of one type only.
+func Subject(eventType string, f Format) string {
+	if f == FormatJSON {
+		return eventType + "-json"
+	}
+	return eventType
+}
 
 // CheckRegistry asks the registry whether the latest version of each of s's
 // histories may be registered after the subject's versions, in the mode the
@@ -85,7 +92,7 @@ func (r Registry) check(ctx context.Context, v *Version) ([]Violation, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := strings.TrimRight(r.URL, "/") + "/compatibility/subjects/" + url.PathEscape(Subject(v.EventType)) + "/versions?verbose=true"
+	u := strings.TrimRight(r.URL, "/") + "/compatibility/subjects/" + url.PathEscape(Subject(v.EventType, v.Format)) + "/versions?verbose=true"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
 	if err != nil {
 		return nil, err
@@ -118,7 +125,7 @@ func (r Registry) check(ctx context.Context, v *Version) ([]Violation, error) {
 		return nil, nil
 	}
 	viol := Violation{EventType: v.EventType, Format: v.Format, Version: v.Number, Rule: RuleRegistry,
-		Detail: "the registry's verdict, in its mode for subject " + Subject(v.EventType)}
+		Detail: "the registry's verdict, in its mode for subject " + Subject(v.EventType, v.Format)}
 	if len(got.Messages) == 0 {
 		return []Violation{viol}, nil
 	}
@@ -126,7 +133,7 @@ func (r Registry) check(ctx context.Context, v *Version) ([]Violation, error) {
 	for _, m := range got.Messages {
 		x := viol
 		x.Rule, x.Field = registryRule(m)
-		x.Detail = "subject " + Subject(v.EventType) + ": " + m
+		x.Detail = "subject " + Subject(v.EventType, v.Format) + ": " + m
 		out = append(out, x)
 	}
 	return out, nil

@@ -15,6 +15,16 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
 bash scripts/ensure-kafka.sh
 bash scripts/ensure-node-pg.sh >/dev/null
+# The schema registry (Apicurio, from Maven Central) and Confluent's Python
+# client (PyPI), for the schema tests: fetched once here, before parallel test
+# binaries want them.
+bash scripts/ensure-registry.sh >/dev/null
+bash scripts/ensure-pyconfluent.sh >/dev/null
+# promtool (Debian's prometheus package) and helm (pinned, from the module
+# proxy) for the deploy/ checks, which run as Go tests in the kfake pass.
+bash scripts/check-deploy.sh tools
+# Debian's chromium, for the console's browser test.
+bash scripts/ensure-chromium.sh >/dev/null
 
 echo "== verify: gofmt, go vet, sqlc, go.mod"
 unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"
@@ -42,7 +52,7 @@ echo "== Kafka Connect and Debezium jars: $jars"
 # Tests that always start Apache Kafka clusters of their own (three nodes,
 # SASL_SSL, a proxy in front) or need the real broker's behaviour run in the
 # Apache pass only.
-apache_only='TestMemberKilledWhileJoining|TestBrokerBounce|TestBrokerOutage|TestZombie|TestNetFault|TestSecureKafka|TestKcat|TestDemoApache'
+apache_only='TestMemberKilledWhileJoining|TestBrokerBounce|TestBrokerOutage|TestZombie|TestNetFault|TestSecureKafka|TestKcat|TestDemoApache|TestSchemaWire'
 # The exactly-once suites: every package whose tests count records through
 # Kafka transactions.
 eos_pkgs=(./relay/ ./eos/... ./sink/ ./internal/ops/deadletter/ ./internal/ops/lagcheck/ ./internal/ops/topicspec/)

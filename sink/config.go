@@ -81,6 +81,14 @@ type Config struct {
 	// "claim_check_unconfigured" instead of sending the stub to the API.
 	ClaimCheck *claimcheck.Resolver
 
+	// Decoder decodes values in the Confluent wire format (what a relay
+	// with a Schema Registry writes) back to the JSON the writer stored
+	// before the request is built: a *schema.Wire. A registry that cannot
+	// answer is a retriable failure of class "schema"; a value it cannot
+	// decode (an id the registry does not know) a permanent one. Defaults
+	// to nil: values reach the RequestBuilder as they are.
+	Decoder ValueDecoder
+
 	// Logger receives the sink's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the sink's metrics. Defaults to none (metrics are kept
@@ -346,4 +354,11 @@ func (e *Endpoint) deadLetterTopic(topic string) string {
 // ctxTimeout bounds a call by the endpoint's timeout.
 func (e *Endpoint) ctxTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, e.Timeout)
+}
+
+// ValueDecoder turns a record value back into the payload the writer
+// stored; *schema.Wire is one. decoded is false for a value it leaves as
+// it is.
+type ValueDecoder interface {
+	Decode(ctx context.Context, value []byte) (payload []byte, decoded bool, err error)
 }

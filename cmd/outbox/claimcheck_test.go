@@ -12,8 +12,6 @@ import (
 
 	"github.com/outboxrelay/outbox/claimcheck"
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
-	"github.com/outboxrelay/outbox/migrations"
 )
 
 // TestDLQShowClaimCheck: `outbox dlq show` prints a claim-checked dead
@@ -22,12 +20,7 @@ import (
 func TestDLQShowClaimCheck(t *testing.T) {
 	t.Parallel()
 	b, ctx := setupOps(t)
-	url := pgtest.NewDatabase(t)
-	m, err := migrations.Open(ctx, url, "outbox", nil)
-	require.NoError(t, err)
-	_, err = m.Up(ctx)
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
+	url := migratedDatabase(ctx, t)
 	pool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)
 	defer pool.Close()

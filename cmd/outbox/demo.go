@@ -40,6 +40,8 @@ func demoCmd(e *env) *cobra.Command {
 	fs.BoolVar(&cfg.KeepLogs, "keep-logs", false, "keep the temp log dir after a passing run too (a failed run always keeps it)")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no live progress view")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics /healthz /readyz for the demo process on this address")
+	fs.StringVar(&cfg.ConsoleAddr, "console", cfg.ConsoleAddr, "serve the read-only on-call console on this address while the demo runs (port 0: a free one; empty: none); its URL is printed")
+	fs.DurationVar(&cfg.LingerConsole, "linger-console", 0, "keep the console (and Postgres and Kafka) up this long after the report, to look around; Ctrl-C ends it")
 	check := checkFlag(fs)
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if err := cfg.Validate(); err != nil {
@@ -49,8 +51,10 @@ func demoCmd(e *env) *cobra.Command {
 			return printEffective(e.stdout, c, e.sources)
 		}
 		cfg.Logger, cfg.StageEnv = e.logger, stageEnv(c, e.sources)
+		printed := false
+		cfg.OnReport = func(r *demo.Report) { fmt.Fprint(e.stdout, r); printed = true }
 		report, err := demo.Run(c.Context(), cfg, e.stdout)
-		if report != nil {
+		if report != nil && !printed {
 			fmt.Fprint(e.stdout, report)
 		}
 		if err != nil {

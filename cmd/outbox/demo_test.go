@@ -76,7 +76,7 @@ func TestDemoAuditPasses(t *testing.T) {
 		"effecting calls carried the trace id of the order request", "stages, delivered/given: load 120/120, relay 120/120, transform 240/240",
 		"60 deliveries of 12 charges", "0 non-2xx answers; forged signature answered 401", "60 raw webhooks in webhooks.acquirer (0 duplicates",
 		"0 keys whose last record is not the newest, 0 records older than the one before them",
-		"large orders: 3 placed with a 1.5 MiB attachment", "PASS:"} {
+		"large orders: 3 placed with a 1.5 MiB attachment", "console: http://127.0.0.1:", "PASS:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("audit lacks %q", want)
 		}
@@ -191,6 +191,8 @@ func TestDemoFlagsRejected(t *testing.T) {
 		{[]string{"--kafka", "redpanda"}, "--kafka"},
 		{[]string{"--kafka", "apache", "--brokers", "127.0.0.1:9092"}, "--kafka"},
 		{[]string{"--orders", "10", "extra"}, "unexpected arguments"},
+		{[]string{"--linger-console", "-1s"}, "--linger-console -1s"},
+		{[]string{"--linger-console", "1m", "--console", ""}, "--linger-console 1m0s needs a console"},
 	} {
 		args := append([]string{"demo"}, tc.args...)
 		r := runBinary(t, nil, time.Minute, args...)

@@ -98,18 +98,14 @@ func (f *dlqFlags) filter() (deadletter.Filter, error) {
 	return flt, nil
 }
 
-// parseWhen reads RFC 3339 or a duration before now; "" is the zero time.
+// parseWhen is deadletter.ParseWhen (RFC 3339 or a duration before now; ""
+// is the zero time) with a bad input a usage error.
 func parseWhen(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
+	t, err := deadletter.ParseWhen(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		return time.Now().Add(-d), nil
-	}
-	return time.Time{}, fmt.Errorf("%w: time %q: want RFC 3339 (2026-01-02T15:04:05Z) or a duration ago (2h)", errUsage, s)
+	return t, nil
 }
 
 func dlqListCmd(e *env) *cobra.Command {

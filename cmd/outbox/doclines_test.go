@@ -27,6 +27,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/demo/embedkafka"
 	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
+	"github.com/outboxrelay/outbox/internal/testkit/registrytest"
 )
 
 // The product rule: every command line in README.md and docs/*.md works as
@@ -64,10 +65,13 @@ import (
 //	postgres://ROLE@db/shop        ROLE (password '...', as the doc's DBA SQL
 //	                               creates it) on the test server's database shop
 //	/tmp/kafka-                    a temporary directory of the test's
+//	http://registry:8081           the test binary's schema registry
+//	                               (registrytest: Apicurio's Confluent API),
+//	                               started only for a document that names it
 //
 // A one-shot line passes when it exits 0, or when its ```console output shows
 // psql's "ERROR:" lines and it exits non-zero printing those lines. A
-// long-running line (relay, transform, sink run, ingest, lag --watch / --metrics-addr)
+// long-running line (relay, transform, sink run, ingest, console, lag --watch / --metrics-addr)
 // passes when it serves /readyz with 200 within docReadyWithin and then exits
 // 0 on SIGTERM; the address is its --metrics-addr, else OUTBOX_METRICS_ADDR is
 // set to a free one. Lines that cannot run here, whose documented exit is not
@@ -78,6 +82,9 @@ import (
 //
 // Commands quoted inline in prose (`outbox maintain --retention 168h`) are not
 // command lines and are not run; a command meant to be typed goes in a block.
+
+// docRegistryURL is how the docs name a schema registry.
+const docRegistryURL = "http://registry:8081"
 
 const (
 	docOneShotLimit = 3 * time.Minute
@@ -108,6 +115,8 @@ var docLineRules = []docLineRule{
 	{file: "README.md", match: "make generate", skip: "rewrites sql/ in the checkout; make test runs `go tool sqlc diff`, which fails whenever make generate would change anything"},
 	{file: "README.md", match: "make lint", skip: "make test runs the same go vet ./... and go tool staticcheck ./... as its lint step"},
 	{file: "docs/performance.md", match: "outbox bench compare --rounds 2", skip: "the full comparison: about 40 minutes of runs with Debezium on Kafka Connect; TestBenchCompareSmall runs the same command at a tiny scale"},
+	{file: "docs/console.md", match: "go run ./cmd/outbox demo", output: "\nPASS: "},
+	{file: "docs/console.md", match: "OUTBOX_SCREENSHOTS=1 go test", skip: "the browser test itself, which the test command runs (internal/console); with the variable it rewrites docs/console-*.png in the checkout"},
 	{file: "README.md", match: "make bench", skip: "every Go benchmark for 3s each, minutes of CPU; the benchmarks' code compiles and runs in `go vet` and in their packages' tests"},
 }
 
@@ -127,7 +136,7 @@ var (
 	docFenceRe   = regexp.MustCompile("^```([A-Za-z0-9_+-]*)\\s*$")
 	docHeredocRe = regexp.MustCompile(`<<-?\s*['"]?([A-Za-z_][A-Za-z0-9_]*)['"]?`)
 	// docLongRunningRe finds the commands that run until a signal.
-	docLongRunningRe = regexp.MustCompile(`^outbox (relay|transform|sink run|ingest)\b|^outbox lag\b.*--(watch|metrics-addr)\b`)
+	docLongRunningRe = regexp.MustCompile(`^outbox (relay|transform|sink run|ingest|console)\b|^outbox lag\b.*--(watch|metrics-addr)\b`)
 	docMetricsAddrRe = regexp.MustCompile(`--metrics-addr[= ](\S+)`)
 	docShopURLRe     = regexp.MustCompile(`postgres://([a-z_][a-z0-9_]*)@db/shop\b`)
 )
@@ -408,6 +417,9 @@ func (w *docWorld) substitute(t *testing.T, text string) string {
 	t.Helper()
 	text = strings.ReplaceAll(text, "go run ./cmd/outbox ", "outbox ")
 	text = strings.ReplaceAll(text, "/tmp/kafka-", w.kafkaDir+"/kafka-")
+	if strings.Contains(text, docRegistryURL) {
+		text = strings.ReplaceAll(text, docRegistryURL, registrytest.URL(t))
+	}
 	return docShopURLRe.ReplaceAllStringFunc(text, func(m string) string {
 		role := docShopURLRe.FindStringSubmatch(m)[1]
 		u, err := neturl.Parse(w.serverURL)

@@ -10,9 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
-
-	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
-	"github.com/outboxrelay/outbox/migrations"
 )
 
 // TestDoctorFindsGapAfterSlotDrop runs a real relay until it has committed a
@@ -22,12 +19,7 @@ import (
 func TestDoctorFindsGapAfterSlotDrop(t *testing.T) {
 	t.Parallel()
 	b, ctx := setupOps(t)
-	url := pgtest.NewDatabase(t)
-	m, err := migrations.Open(ctx, url, "outbox", nil)
-	require.NoError(t, err)
-	_, err = m.Up(ctx)
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
+	url := migratedDatabase(ctx, t)
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
@@ -46,17 +38,7 @@ func TestDoctorFindsGapAfterSlotDrop(t *testing.T) {
 
 	relay := startStage(t, nil, "relay", "--database-url", url, "--brokers", b.k.Brokers[0], "--slot", slot,
 		"--checkpoint-topic", ckpt, "--transactional-id", "outbox-relay-"+slot, "--heartbeat", "1s")
-	eventually(t, time.Minute, "relay holds slot "+slot, func() error {
-		relay.running(t)
-		var active bool
-		if err := conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active); err != nil {
-			return err
-		}
-		if !active {
-			return fmt.Errorf("slot not active yet")
-		}
-		return nil
-	})
+	waitSlotActive(ctx, t, conn, relay, slot)
 	_, err = conn.Exec(ctx, `INSERT INTO outbox.events (aggregate_type, aggregate_id, event_type, topic, payload)
 		VALUES ('Order', 'order-1', 'order.placed', $1, '{"n":1}')`, topic)
 	require.NoError(t, err)

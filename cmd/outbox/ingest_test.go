@@ -24,7 +24,6 @@ import (
 
 	"github.com/outboxrelay/outbox/internal/testkit/kafkatest"
 	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
-	"github.com/outboxrelay/outbox/migrations"
 )
 
 // ingestSecret is the Stripe test source's signing secret, read by the
@@ -89,12 +88,7 @@ func TestIngestRelayOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	k := kafkatest.New(t)
-	url := pgtest.NewDatabase(t)
-	m, err := migrations.Open(ctx, url, "outbox", nil)
-	require.NoError(t, err)
-	_, err = m.Up(ctx)
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
+	url := migratedDatabase(ctx, t)
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
@@ -131,17 +125,7 @@ func TestIngestRelayOrder(t *testing.T) {
 		return nil
 	})
 	// Rows committed before the slot exists are not streamed: wait for it.
-	eventually(t, time.Minute, "relay holds slot "+slot, func() error {
-		rel.running(t)
-		var active bool
-		if err := conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active); err != nil {
-			return err
-		}
-		if !active {
-			return fmt.Errorf("slot not active yet")
-		}
-		return nil
-	})
+	waitSlotActive(ctx, t, conn, rel, slot)
 
 	const entities, versions, senders = 5, 10, 8
 	type send struct{ entity, version int }

@@ -336,18 +336,7 @@ func startSecureRelay(t *testing.T, k *apachekafka.Cluster) *relayBundle {
 		"OUTBOX_RELAY_TRANSACTIONAL_ID": "outbox-relay-" + slot,
 	})
 	b.relay = startStage(t, env, "relay", "--heartbeat", "1s")
-	eventually(t, time.Minute, "relay holds slot "+slot, func() error {
-		b.relay.running(t)
-		var active bool
-		err := b.pool.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
-		if err != nil {
-			return err
-		}
-		if !active {
-			return errors.New("slot exists, not active yet")
-		}
-		return nil
-	})
+	waitSlotActive(ctx, t, b.pool, b.relay, slot)
 	return b
 }
 

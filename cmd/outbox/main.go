@@ -94,6 +94,7 @@ variable, named in its help; a flag given on the command line wins.`,
 		demoCmd(e), topicsCmd(e), lagCmd(e), dlqCmd(e), republishCmd(e), benchCmd(e), ingestCmd(e), schemaCmd(e),
 		versionCmd(e), docsCmd(e),
 	)
+	root.AddCommand(consoleCmd(e))
 	root.InitDefaultCompletionCmd()
 	annotateUsage(root)
 	return root

@@ -53,7 +53,9 @@ func relayCmd(e *env) *cobra.Command {
 		cpuProfile   = fs.String("cpuprofile", "", "write a CPU profile of the run to this file (for outbox bench relay)")
 		memProfile   = fs.String("memprofile", "", "write a heap profile to this file at exit (for outbox bench relay)")
 		metricsAddr  = metricsAddrFlag(fs)
+		consoleAddr  = consoleFlag(fs)
 		check        = checkFlag(fs)
+		wf           = registerWireFlags(fs, true)
 	)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
@@ -95,36 +97,42 @@ func relayCmd(e *env) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		wire, err := wf.wire()
+		if err != nil {
+			return err
+		}
 		reg := opsserver.NewRegistry()
 		r, err := relay.New(relay.Config{
-			DatabaseURL:         *dbURL,
-			Schema:              *schema,
-			Publication:         *publication,
-			Slot:                *slot,
-			NoCreate:            *noCreate,
-			NoStandby:           *noStandby,
-			AcceptSlotPosition:  *acceptSlot,
-			OnSlotLoss:          *onSlotLoss,
-			Since:               sinceT,
-			RepairMargin:        *repairMargin,
-			KafkaOpts:           kopts,
-			TransactionalID:     *txnID,
-			TransactionTimeout:  *txnTimeout,
-			CheckpointTopic:     *ckptTopic,
-			TopicTemplate:       *topicTmpl,
-			RecordTopicTemplate: *recordTmpl,
-			CreateTopics:        *createTopics,
-			MaxBatchEvents:      *maxEvents,
-			MaxBatchBytes:       *maxBytes,
-			MaxLatency:          cliMaxLatency(*maxLatency),
-			Linger:              *linger,
-			SplitEvents:         *splitEvents,
-			SplitBytes:          *splitBytes,
-			HeartbeatInterval:   *heartbeat,
-			PostgresTimeout:     *pgTimeout,
-			ShutdownTimeout:     *shutdown,
-			Logger:              e.logger,
-			Registerer:          reg,
+			Encoder:               encoder(wire),
+			SchemaDeadLetterTopic: *wf.deadLetter,
+			DatabaseURL:           *dbURL,
+			Schema:                *schema,
+			Publication:           *publication,
+			Slot:                  *slot,
+			NoCreate:              *noCreate,
+			NoStandby:             *noStandby,
+			AcceptSlotPosition:    *acceptSlot,
+			OnSlotLoss:            *onSlotLoss,
+			Since:                 sinceT,
+			RepairMargin:          *repairMargin,
+			KafkaOpts:             kopts,
+			TransactionalID:       *txnID,
+			TransactionTimeout:    *txnTimeout,
+			CheckpointTopic:       *ckptTopic,
+			TopicTemplate:         *topicTmpl,
+			RecordTopicTemplate:   *recordTmpl,
+			CreateTopics:          *createTopics,
+			MaxBatchEvents:        *maxEvents,
+			MaxBatchBytes:         *maxBytes,
+			MaxLatency:            cliMaxLatency(*maxLatency),
+			Linger:                *linger,
+			SplitEvents:           *splitEvents,
+			SplitBytes:            *splitBytes,
+			HeartbeatInterval:     *heartbeat,
+			PostgresTimeout:       *pgTimeout,
+			ShutdownTimeout:       *shutdown,
+			Logger:                e.logger,
+			Registerer:            reg,
 		})
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
@@ -141,6 +149,11 @@ func relayCmd(e *env) *cobra.Command {
 			return err
 		}
 		defer stopOps()
+		stopConsole, err := startStageConsole(ctx, e, *consoleAddr, *dbURL, *schema, kopts)
+		if err != nil {
+			return err
+		}
+		defer stopConsole()
 		// The stage's own clients retry every Kafka error forever; a setting
 		// that can never work (password, certificate) must end the start
 		// instead, while an outage is waited out (kafkaconn.Wait).

@@ -45,6 +45,7 @@ func republishCmd(e *env) *cobra.Command {
 		batch      = fs.Int("batch-events", 5000, "records per Kafka transaction")
 		margin     = fs.Duration("kafka-margin", 5*time.Minute, "start the scan of the topics this long before --since (clock differences)")
 		wait       = fs.Duration("wait", 2*time.Minute, "how long to wait for a running relay to relay everything committed before the republish began")
+		wf         = registerWireFlags(fs, true)
 	)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
@@ -80,28 +81,34 @@ func republishCmd(e *env) *cobra.Command {
 		if err := kc.Check(ctx); err != nil {
 			return err
 		}
+		wire, err := wf.wire()
+		if err != nil {
+			return err
+		}
 		progress := newProgress(e.stderr)
 		cfg := relay.RepublishConfig{
-			DatabaseURL:         *dbURL,
-			Schema:              *schema,
-			Slot:                *slot,
-			Publication:         *pub,
-			Since:               sinceT,
-			Until:               untilT,
-			AggregateTypes:      splitList(*aggTypes),
-			EventIDs:            ids,
-			DryRun:              *dryRun,
-			KafkaOpts:           kopts,
-			TransactionalID:     *txnID,
-			CheckpointTopic:     *ckptTopic,
-			TopicTemplate:       *topicTmpl,
-			RecordTopicTemplate: *recordTmpl,
-			CreateTopics:        *create,
-			BatchEvents:         *batch,
-			KafkaMargin:         *margin,
-			WaitTimeout:         *wait,
-			Progress:            progress.update,
-			Logger:              e.logger,
+			Encoder:               encoder(wire),
+			SchemaDeadLetterTopic: *wf.deadLetter,
+			DatabaseURL:           *dbURL,
+			Schema:                *schema,
+			Slot:                  *slot,
+			Publication:           *pub,
+			Since:                 sinceT,
+			Until:                 untilT,
+			AggregateTypes:        splitList(*aggTypes),
+			EventIDs:              ids,
+			DryRun:                *dryRun,
+			KafkaOpts:             kopts,
+			TransactionalID:       *txnID,
+			CheckpointTopic:       *ckptTopic,
+			TopicTemplate:         *topicTmpl,
+			RecordTopicTemplate:   *recordTmpl,
+			CreateTopics:          *create,
+			BatchEvents:           *batch,
+			KafkaMargin:           *margin,
+			WaitTimeout:           *wait,
+			Progress:              progress.update,
+			Logger:                e.logger,
 		}
 		sum, err := relay.Republish(ctx, cfg)
 		progress.done()

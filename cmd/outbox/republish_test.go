@@ -9,8 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/outboxrelay/outbox/envelope"
-	"github.com/outboxrelay/outbox/internal/testkit/pgtest"
-	"github.com/outboxrelay/outbox/migrations"
 )
 
 // TestRepublishCommand runs `outbox republish` on rows that no relay ever
@@ -20,12 +18,7 @@ import (
 func TestRepublishCommand(t *testing.T) {
 	t.Parallel()
 	b, ctx := setupOps(t)
-	url := pgtest.NewDatabase(t)
-	m, err := migrations.Open(ctx, url, "outbox", nil)
-	require.NoError(t, err)
-	_, err = m.Up(ctx)
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
+	url := migratedDatabase(ctx, t)
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())

@@ -20,7 +20,7 @@ import (
 // schemaCmd is `outbox schema check`: the CI step that fails on a breaking
 // schema change before it reaches a topic.
 func schemaCmd(e *env) *cobra.Command {
-	return groupCmd(e, "schema", "event schemas: fail CI on a breaking change (check)", schemaCheckCmd(e))
+	return groupCmd(e, "schema", "event schemas: fail CI on a breaking change (check), register them for the wire format (register)", schemaCheckCmd(e), schemaRegisterCmd(e))
 }
 
 func schemaCheckCmd(e *env) *cobra.Command {

@@ -53,6 +53,7 @@ func sinkRunCmd(e *env) *cobra.Command {
 	var kc kafkaconn.Config
 	kc.Register(fs)
 	cc := registerClaimCheckFlags(fs)
+	wf := registerWireFlags(fs, false)
 	headers := headerFlags{}
 	fs.Var(headers, "header", `request header template, "Name: {{.EventType}}"; repeatable`)
 	// A header may carry an API key.
@@ -86,6 +87,7 @@ func sinkRunCmd(e *env) *cobra.Command {
 		skipTopics   = fs.Bool("skip-topic-creation", false, "do not create missing retry tier and dead-letter topics")
 		shutdown     = fs.Duration("shutdown-timeout", 30*time.Second, "how long a stop may take to finish calls under way")
 		metrics      = metricsAddrFlag(fs)
+		consoleAddr  = consoleFlag(fs)
 		check        = checkFlag(fs)
 	)
 	c.RunE = func(c *cobra.Command, args []string) error {
@@ -134,6 +136,10 @@ func sinkRunCmd(e *env) *cobra.Command {
 		if h := *refHeader; h != "" {
 			ep.ProviderRef = func(resp *http.Response, _ []byte) string { return resp.Header.Get(h) }
 		}
+		wire, err := wf.wire()
+		if err != nil {
+			return err
+		}
 		resolver, closeResolver, err := cc.resolver(ctx, *dbURL, *schema)
 		if err != nil {
 			return err
@@ -143,7 +149,7 @@ func sinkRunCmd(e *env) *cobra.Command {
 		s, err := sink.New(sink.Config{
 			DatabaseURL: *dbURL, Schema: *schema, KafkaOpts: kopts, Group: *group, Name: *name,
 			Endpoints: []sink.Endpoint{ep}, Concurrency: *concurrency, SkipTopicCreation: *skipTopics,
-			ClaimCheck: resolver, Logger: e.logger, Registerer: reg,
+			ClaimCheck: resolver, Decoder: decoder(wire), Logger: e.logger, Registerer: reg,
 		})
 		if err != nil {
 			if errors.Is(err, sink.ErrInvalidConfig) {
@@ -163,6 +169,11 @@ func sinkRunCmd(e *env) *cobra.Command {
 			return err
 		}
 		defer stopOps()
+		stopConsole, err := startStageConsole(ctx, e, *consoleAddr, *dbURL, *schema, kopts)
+		if err != nil {
+			return err
+		}
+		defer stopConsole()
 		// The stage's own clients retry every Kafka error forever; a setting
 		// that can never work (password, certificate) must end the start
 		// instead, while an outage is waited out (kafkaconn.Wait).

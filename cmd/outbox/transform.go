@@ -53,6 +53,7 @@ func transformCmd(e *env) *cobra.Command {
 	var kc kafkaconn.Config
 	kc.Register(fs)
 	cc := registerClaimCheckFlags(fs)
+	wf := registerWireFlags(fs, false)
 	// Only the Postgres claim-check store needs the database: the stage
 	// itself is Kafka to Kafka, so the URL is a flag of its own and
 	// OUTBOX_DATABASE_URL is not read.
@@ -114,6 +115,10 @@ func transformCmd(e *env) *cobra.Command {
 			}
 		}
 
+		wire, err := wf.wire()
+		if err != nil {
+			return err
+		}
 		resolver, closeResolver, err := cc.resolver(ctx, *dbURL, *schema)
 		if err != nil {
 			return err
@@ -130,6 +135,7 @@ func transformCmd(e *env) *cobra.Command {
 			TransactionalID:    *txnID,
 			Transform:          fn,
 			ClaimCheck:         resolver,
+			Decoder:            decoder(wire),
 			MaxRecordsPerTxn:   *maxRecs,
 			TransactionTimeout: *txnTimeout,
 			SessionTimeout:     *sessTO,

@@ -73,6 +73,18 @@ type Config struct {
 	// MetricsAddr serves /metrics /healthz /readyz for the demo process on this
 	// address (--metrics-addr). Empty: not served.
 	MetricsAddr string
+	// ConsoleAddr serves the on-call console (outbox console, read-only) on
+	// this address while the demo runs, and its URL is printed (--console).
+	// DefaultConfig: 127.0.0.1:0, a free port. Empty: no console.
+	ConsoleAddr string
+	// LingerConsole keeps the console, Postgres and Kafka up this long after
+	// the report, to look around (--linger-console); Ctrl-C ends it early.
+	// Zero: the demo ends with the report.
+	LingerConsole time.Duration
+	// OnReport, when set and the console lingers, receives the report
+	// before the linger, so the caller can print it first. Zero (nil), or no
+	// linger: the caller prints the report Run returns.
+	OnReport func(*Report)
 
 	// Binary is the outbox executable the stages run as child processes
 	// (`Binary relay ...`, `Binary sink ...`). Empty: this process's own
@@ -95,6 +107,7 @@ func DefaultConfig() Config {
 		Duplicates:    0.2,
 		ChaosInterval: 5 * time.Second,
 		Timeout:       5 * time.Minute,
+		ConsoleAddr:   "127.0.0.1:0",
 	}
 }
 
@@ -114,6 +127,12 @@ func (c Config) Validate() error {
 	}
 	if c.Chaos && c.ChaosInterval < MinChaosInterval {
 		bad("--chaos-interval %s is below %s; stages could not rejoin between kills", c.ChaosInterval, MinChaosInterval)
+	}
+	if c.LingerConsole < 0 {
+		bad("--linger-console %s: give a duration from 0", c.LingerConsole)
+	}
+	if c.LingerConsole > 0 && c.ConsoleAddr == "" {
+		bad("--linger-console %s needs a console: give --console an address", c.LingerConsole)
 	}
 	if c.Timeout <= 0 {
 		bad("--timeout %s: give the pipeline a positive time to settle", c.Timeout)

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outboxrelay/outbox/claimcheck"
+	"github.com/outboxrelay/outbox/internal/console"
 	"github.com/outboxrelay/outbox/internal/demo/pgcluster"
 	"github.com/outboxrelay/outbox/internal/opsserver"
 	"github.com/outboxrelay/outbox/internal/pgconnect"
@@ -77,7 +78,57 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (rep *Report, err error
 	if err := r.startStages(ctx); err != nil {
 		return nil, err
 	}
-	return r.drive(ctx)
+	rep, err = r.drive(ctx)
+	if err != nil || rep == nil {
+		return rep, err
+	}
+	if cfg.LingerConsole > 0 && r.consoleURL != "" {
+		// The report first, then the console stays up; the stage logs line
+		// (set at close) is said when the run ends.
+		if cfg.OnReport != nil {
+			cfg.OnReport(rep)
+		}
+		r.linger(ctx)
+	}
+	return rep, nil
+}
+
+// startConsole serves the on-call console over the demo's Postgres and
+// Kafka, read-only, and prints its URL.
+func (r *runner) startConsole(ctx context.Context) error {
+	if r.cfg.ConsoleAddr == "" {
+		return nil
+	}
+	l, err := console.Listen(ctx, console.Config{
+		Pool: r.pool, KafkaOpts: r.kopts, Interval: 2 * time.Second, Logger: r.logger,
+		JourneyTopics: []string{"commands.payment", "commands.shipping"},
+	}, r.cfg.ConsoleAddr)
+	if err != nil {
+		return fmt.Errorf("demo: console: %w", err)
+	}
+	r.consoleURL = l.URL()
+	r.onClose(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = l.Stop(sctx)
+	})
+	r.say("console: %s (read-only; an order's journey: %sjourney?q=ORDER_ID)", r.consoleURL, r.consoleURL)
+	return nil
+}
+
+// linger keeps everything up for LingerConsole after the report, so the
+// console can be looked at, until ctx ends.
+func (r *runner) linger(ctx context.Context) {
+	if r.cfg.LingerConsole <= 0 || r.consoleURL == "" {
+		return
+	}
+	r.say("console: %s stays up for %s (Ctrl-C to end)", r.consoleURL, r.cfg.LingerConsole)
+	t := time.NewTimer(r.cfg.LingerConsole)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // runner is one run's state. Everything it starts registers a closer; close
@@ -102,6 +153,7 @@ type runner struct {
 	stages                  []*stage
 	stagesStarted           bool
 	paymentURL, shippingURL string
+	consoleURL              string
 }
 
 func (r *runner) say(format string, a ...any) {
@@ -130,7 +182,7 @@ func (r *runner) close(ctx context.Context, rep *Report, err error) {
 		}
 		return
 	}
-	if rep != nil {
+	if rep != nil && !(r.cfg.LingerConsole > 0 && r.consoleURL != "" && r.cfg.OnReport != nil) {
 		rep.LogDir = r.logDir
 	} else if r.stagesStarted {
 		r.say("demo: stage logs kept in %s", r.logDir)
@@ -169,7 +221,10 @@ func (r *runner) setup(ctx context.Context) error {
 	if err := r.startKafka(ctx); err != nil {
 		return err
 	}
-	return r.startServices(ctx)
+	if err := r.startServices(ctx); err != nil {
+		return err
+	}
+	return r.startConsole(ctx)
 }
 
 func (r *runner) startPostgres(ctx context.Context) error {

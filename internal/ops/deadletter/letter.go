@@ -126,6 +126,24 @@ func ParsePosition(s string) (Position, error) {
 	return Position{Partition: int32(p), Offset: o}, nil
 }
 
+// ParseWhen reads a time as the dead-letter filters take it (Filter.Since
+// and Until, `outbox dlq --since/--until`, the console's form): RFC 3339
+// (2026-01-02T15:04:05Z), or a Go duration before now (2h). "" is the zero
+// time, which bounds nothing. It lives here so the CLI and the console read
+// the same input the same way; the error names the input and both forms.
+func ParseWhen(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2026-01-02T15:04:05Z) or a duration ago (2h)", s)
+}
+
 // Filter selects dead letters. The zero Filter selects everything; set fields
 // must all match.
 type Filter struct {

@@ -285,9 +285,13 @@ type probeKey struct {
 }
 
 // probe reads, with read_committed isolation, the first visible record at or
-// after each wanted offset. Partitions where nothing shows up within
-// ProbeTimeout have only markers or aborted records left: they are absent from
-// the result.
+// after each wanted offset. A partition with only transaction markers (and
+// aborted records, which read_committed drops) up to its last stable offset
+// has nothing visible: it is absent from the result, settled as soon as the
+// markers are read (control records are kept for that, or every committed
+// transaction's marker, the usual last record of a caught-up partition,
+// would cost a wait of ProbeTimeout). So is one where nothing shows up
+// within ProbeTimeout.
 func (c *Checker) probe(ctx context.Context, want map[probeKey]bool) (map[probeKey]*kgo.Record, error) {
 	found := map[probeKey]*kgo.Record{}
 	if len(want) == 0 {
@@ -326,6 +330,7 @@ func (c *Checker) probeRound(ctx context.Context, parts map[string]map[int32]kgo
 	opts = append(opts,
 		kgo.ConsumePartitions(parts),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(wait),
 		kgo.FetchMaxPartitionBytes(64<<10),
 	)
@@ -340,6 +345,7 @@ func (c *Checker) probeRound(ctx context.Context, parts map[string]map[int32]kgo
 	}
 	pctx, cancel := context.WithTimeout(ctx, c.cfg.ProbeTimeout)
 	defer cancel()
+	settled := map[probeKey]bool{}
 	for remaining > 0 {
 		fs := cl.PollFetches(pctx)
 		if pctx.Err() != nil {
@@ -355,15 +361,28 @@ func (c *Checker) probeRound(ctx context.Context, parts map[string]map[int32]kgo
 			return ferr
 		}
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) == 0 {
-				return
-			}
 			start := parts[p.Topic][p.Partition].EpochOffset().Offset
 			k := probeKey{p.Topic, p.Partition, start}
-			if _, done := found[k]; !done {
-				found[k] = p.Records[0]
+			if settled[k] {
+				return
+			}
+			settle := func(r *kgo.Record) {
+				if r != nil {
+					found[k] = r
+				}
+				settled[k] = true
 				remaining--
 				cl.PauseFetchPartitions(map[string][]int32{p.Topic: {p.Partition}})
+			}
+			for _, r := range p.Records {
+				if !r.Attrs.IsControl() {
+					settle(r)
+					return
+				}
+				if r.Offset+1 >= p.LastStableOffset {
+					settle(nil) // markers only, up to the last stable offset
+					return
+				}
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/sr"
 )
 
 // EnvURL names an existing registry to use instead of starting one.
@@ -151,4 +154,17 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	StopShared()
 	return code
+}
+
+// Client is a franz-go registry client of the test binary's registry
+// (URL), with a request timeout and no idle connections kept, so tests
+// that check for leaked goroutines (goleak) stay clean.
+func Client(t testing.TB) *sr.Client {
+	t.Helper()
+	cl, err := sr.NewClient(sr.URLs(URL(t)), sr.HTTPClient(&http.Client{
+		Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}))
+	if err != nil {
+		t.Fatalf("registrytest: registry client: %v", err)
+	}
+	return cl
 }
