@@ -28,7 +28,7 @@ func consoleCmd(e *env) *cobra.Command {
 	var kc kafkaconn.Config
 	kc.Register(fs)
 	listen := fs.String("listen", "127.0.0.1:8080", "serve the console on this address; bind beyond loopback only behind TLS or a trusted network")
-	allow := fs.Bool("allow-actions", false, "allow replaying dead letters from the console (needs --token); without it the console never writes")
+	allow := fs.Bool("allow-actions", false, "allow replaying and quarantining dead letters from the console (needs --token); without it the console never writes")
 	token := fs.String("token", "", "token an action must carry: Authorization: Bearer TOKEN, or basic auth with it as the password")
 	markSecret(fs, "token")
 	dlqTopics := fs.StringSlice("dlq-topic", nil, "dead-letter topics to show; repeat or comma separate; default every topic named *.dlt")
@@ -37,6 +37,8 @@ func consoleCmd(e *env) *cobra.Command {
 	interval := fs.Duration("interval", 5*time.Second, "time between pipeline samples")
 	window := fs.Int("window", 3, "lag samples per partition that the status judges, as outbox lag --window")
 	maxReplays := fs.Int("max-replays", 3, "a dead letter replayed this many times is quarantined instead, as outbox dlq replay --max-replays")
+	stageMetrics := fs.StringSlice("stage-metrics", nil, "/metrics URL of a stage process (its --metrics-addr; host:port means http://host:port/metrics): breaker states, standby relays, rates; repeat or comma separate")
+	stageTimeout := fs.Duration("stage-timeout", 2*time.Second, "time limit of one scrape of a --stage-metrics URL")
 	metrics := metricsAddrFlag(fs)
 	check := checkFlag(fs)
 	c.RunE = func(c *cobra.Command, args []string) error {
@@ -52,6 +54,9 @@ func consoleCmd(e *env) *cobra.Command {
 		}
 		if *interval <= 0 || *window < 1 {
 			return fmt.Errorf("%w: --interval must be positive and --window at least 1", errUsage)
+		}
+		if *stageTimeout <= 0 {
+			return fmt.Errorf("%w: --stage-timeout must be positive", errUsage)
 		}
 		kopts, err := kc.Opts()
 		if err != nil {
@@ -74,6 +79,7 @@ func consoleCmd(e *env) *cobra.Command {
 		stopped := e.starting(ctx, c, "database", pgconnect.Redact(*dbURL), "schema", *schema, "listen", *listen, "actions", *allow)
 		l, err := console.Listen(ctx, console.Config{
 			Pool: pool, Schema: *schema, KafkaOpts: kopts, Groups: *groups, DLQTopics: *dlqTopics, JourneyTopics: *journeyTopics,
+			StageMetrics: *stageMetrics, StageTimeout: *stageTimeout,
 			Interval: *interval, Window: *window, AllowActions: *allow, Token: *token, MaxReplays: *maxReplays, Logger: e.logger,
 		}, *listen)
 		if errors.Is(err, console.ErrInvalidConfig) {
@@ -112,7 +118,7 @@ func stopConsole(l *console.Listening) error {
 
 // consoleFlag registers --console on a long-running stage command.
 func consoleFlag(fs *pflag.FlagSet) *string {
-	return fs.String("console", "", "also serve the read-only on-call console on this address (as outbox console --listen; needs --database-url)")
+	return fs.String("console", "", "also serve the read-only on-call console on this address (as outbox console --listen; it reads the database: --database-url, for transform --console-database-url)")
 }
 
 // startStageConsole serves a read-only console beside a stage (--console
@@ -122,7 +128,7 @@ func startStageConsole(ctx context.Context, e *env, addr, dbURL, schema string, 
 		return func() {}, nil
 	}
 	if dbURL == "" {
-		return nil, fmt.Errorf("%w: --console needs --database-url (the console reads the outbox and the sink ledger)", errUsage)
+		return nil, fmt.Errorf("%w: --console needs the database (--database-url; for transform --console-database-url): the console reads the outbox and the sink ledger", errUsage)
 	}
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {

@@ -214,6 +214,8 @@ func TestConsoleFlags(t *testing.T) {
 		{[]string{"console", "--database-url", "postgres://x@127.0.0.1:1/db", "--brokers", "127.0.0.1:1", "--token", "t"}, 2, "--token without --allow-actions"},
 		{[]string{"console", "--brokers", "127.0.0.1:1"}, 2, "--database-url"},
 		{[]string{"console", "--database-url", "postgres://x@127.0.0.1:1/db", "--brokers", "127.0.0.1:1", "--interval", "0s"}, 2, "--interval"},
+		{[]string{"console", "--database-url", "postgres://x@127.0.0.1:1/db", "--brokers", "127.0.0.1:1", "--stage-timeout", "0s"}, 2, "--stage-timeout"},
+		{[]string{"console", "--database-url", "postgres://x@127.0.0.1:1/db", "--brokers", "127.0.0.1:1", "--stage-metrics", "127.0.0.1:9101,127.0.0.1:9102", "--check"}, 0, "127.0.0.1:9102"},
 		{[]string{"console", "--database-url", "postgres://x:pw@127.0.0.1:1/db", "--brokers", "127.0.0.1:1", "--allow-actions", "--token", "hush", "--check"}, 0, "allow-actions"},
 	} {
 		var out, errOut bytes.Buffer
@@ -278,5 +280,53 @@ func TestRelayServesConsole(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusForbidden, resp.StatusCode, "a stage's console is read-only")
+	relayStage.stop(t, 30*time.Second)
+}
+
+// TestConsoleScrapesStageMetrics runs `outbox relay --metrics-addr A` and
+// `outbox console --stage-metrics A,B` (B answers nothing) as processes: the
+// pipeline page's JSON shows the relay instance as a relay, active on its
+// slot, with a rate from the second scrape on, and B as an error naming it.
+func TestConsoleScrapesStageMetrics(t *testing.T) {
+	t.Parallel()
+	b, ctx := setupOps(t)
+	db := migratedDatabase(ctx, t)
+	slot := fmt.Sprintf("scrape_%d_%s", os.Getpid(), b.prefix)
+	metricsAddr, deadAddr, addr := freeAddr(t), freeAddr(t), freeAddr(t)
+	brokers := strings.Join(b.k.Brokers, ",")
+	relayStage := startStage(t, nil, "relay", "--database-url", db, "--brokers", brokers, "--slot", slot,
+		"--checkpoint-topic", b.prefix+".ckpt", "--transactional-id", "outbox-relay-"+slot, "--metrics-addr", metricsAddr)
+	con := startStage(t, nil, "console", "--database-url", db, "--brokers", brokers, "--listen", addr, "--interval", "300ms",
+		"--stage-metrics", metricsAddr+",http://"+deadAddr+"/metrics", "--stage-timeout", "500ms")
+	var page struct {
+		Stages []console.StageInstance `json:"stages"`
+	}
+	eventually(t, time.Minute, "the console shows the relay active on "+slot, func() error {
+		relayStage.running(t)
+		con.running(t)
+		resp, err := http.Get("http://" + addr + "/?format=json")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		page.Stages = nil
+		if err := json.Unmarshal(body, &page); err != nil {
+			return fmt.Errorf("%v: %s", err, body)
+		}
+		if len(page.Stages) != 2 || len(page.Stages[0].Relays) != 1 || page.Stages[0].Relays[0].Role != console.RoleActive ||
+			page.Stages[0].Relays[0].Events.PerSecond == nil {
+			return fmt.Errorf("not yet: %s", body)
+		}
+		return nil
+	})
+	rel, dead := page.Stages[0], page.Stages[1]
+	require.Equal(t, "http://"+metricsAddr+"/metrics", rel.URL)
+	require.Equal(t, []string{console.KindRelay}, rel.Kinds)
+	require.Equal(t, slot, rel.Relays[0].Slot)
+	require.Empty(t, rel.Error)
+	require.Equal(t, "http://"+deadAddr+"/metrics", dead.URL)
+	require.Contains(t, dead.Error, deadAddr)
+	con.stop(t, 20*time.Second)
 	relayStage.stop(t, 30*time.Second)
 }

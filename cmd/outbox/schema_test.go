@@ -192,7 +192,8 @@ func TestSchemaCheckAgainstGit(t *testing.T) {
 const jsonV1 = `{"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"string"}}}`
 
 // TestSchemaCheckAgainstRegistry: --against URL lets the registry decide in
-// its configured mode, for Avro and JSON Schema, naming the subject.
+// its configured mode, for Avro and JSON Schema (each in its own subject),
+// naming the subject.
 func TestSchemaCheckAgainstRegistry(t *testing.T) {
 	t.Parallel()
 	reg := registryClient{base: registrytest.URL(t), t: t}
@@ -200,8 +201,9 @@ func TestSchemaCheckAgainstRegistry(t *testing.T) {
 	avroType, jsonType := "reg.avro."+suffix, "reg.json."+suffix
 	reg.setMode(avroType, "BACKWARD")
 	require.True(t, reg.register(avroType, avroRecord(fieldA)))
-	reg.setMode(jsonType, "BACKWARD")
-	require.True(t, reg.registerType(jsonType, jsonV1, "JSON"))
+	// A JSON Schema history is the subject <event_type>-json (schema.Subject).
+	reg.setMode(jsonType+"-json", "BACKWARD")
+	require.True(t, reg.registerType(jsonType+"-json", jsonV1, "JSON"))
 
 	dir := t.TempDir()
 	writeVersions(t, filepath.Join(dir, avroType), avroRecord(fieldA), avroRecord(fieldA, fieldBDefault))
@@ -222,6 +224,7 @@ func TestSchemaCheckAgainstRegistry(t *testing.T) {
 	require.Contains(t, stdout, "BREAKING: "+avroType+" v3 (AVRO): ")
 	require.Contains(t, stdout, "BREAKING: "+jsonType+" v3 (JSON): ")
 	require.Contains(t, stdout, "subject "+avroType)
+	require.Contains(t, stdout, "subject "+jsonType+"-json")
 
 	code, _, stderr = runCLI(t, "schema", "check", "--dir", dir, "--against", reg.base, "--mode", "FULL")
 	require.Equal(t, 2, code)

@@ -77,7 +77,10 @@ func transformCmd(e *env) *cobra.Command {
 		embedded   = fs.Bool("embedded-kafka", false, "run on an in-process kfake cluster (creates the topics); for trying it out")
 		metrics    = metricsAddrFlag(fs)
 		check      = checkFlag(fs)
+		consoleAt  = consoleFlag(fs)
+		consoleDB  = fs.String("console-database-url", "", "with --console: the Postgres URL of the outbox and the sink ledger the console reads (the transform itself needs none)")
 	)
+	markSecret(fs, "console-database-url")
 	c.RunE = func(c *cobra.Command, args []string) error {
 		ctx := c.Context()
 		t, ok := transforms[*name]
@@ -157,6 +160,11 @@ func transformCmd(e *env) *cobra.Command {
 			return err
 		}
 		defer stopOps()
+		stopConsole, err := startStageConsole(ctx, e, *consoleAt, *consoleDB, *schema, kopts)
+		if err != nil {
+			return err
+		}
+		defer stopConsole()
 		// The stage's own clients retry every Kafka error forever; a setting
 		// that can never work (password, certificate) must end the start
 		// instead, while an outage is waited out (kafkaconn.Wait).

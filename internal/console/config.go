@@ -41,6 +41,15 @@ type Config struct {
 	// a relay run with other --topic-template values. Defaults to none.
 	JourneyTopics []string
 
+	// StageMetrics are the /metrics URLs of the stage processes (their
+	// --metrics-addr): every sample scrapes them for what only a process
+	// knows (a relay's active or standby role, a sink's breaker state,
+	// rates). "host:port" means http://host:port/metrics. Defaults to none.
+	StageMetrics []string
+	// StageTimeout bounds one scrape of a stage's /metrics; the scrapes run
+	// in parallel. Defaults to 2s.
+	StageTimeout time.Duration
+
 	// Interval is how often the pipeline is sampled. Defaults to 5s.
 	Interval time.Duration
 	// Window is how many lag samples per partition the status judges
@@ -57,8 +66,9 @@ type Config struct {
 	// JourneyTimeout bounds a journey's Kafka search. Defaults to 5s.
 	JourneyTimeout time.Duration
 
-	// AllowActions lets the console replay dead letters. Defaults to false:
-	// every POST is refused with 403 and the console never writes.
+	// AllowActions lets the console replay and quarantine dead letters.
+	// Defaults to false: every POST is refused with 403 and the console never
+	// writes.
 	AllowActions bool
 	// Token is what an action request must carry, as "Authorization: Bearer
 	// TOKEN" or as the password of basic auth. Required with AllowActions.
@@ -91,6 +101,16 @@ func (c *Config) validate() error {
 			bad("topic: %v", err)
 		}
 	}
+	stageURLs := make([]string, 0, len(c.StageMetrics)) // not the caller's slice
+	for _, u := range c.StageMetrics {
+		n, err := normalizeMetricsURL(u)
+		if err != nil {
+			bad("StageMetrics: %v", err)
+			continue
+		}
+		stageURLs = append(stageURLs, n)
+	}
+	c.StageMetrics = stageURLs
 	if c.AllowActions && c.Token == "" {
 		bad("AllowActions needs a Token: actions are never open to anyone who can reach the port")
 	}
@@ -103,6 +123,7 @@ func (c *Config) validate() error {
 	def(&c.History, time.Hour)
 	def(&c.ProbeTimeout, 2*time.Second)
 	def(&c.JourneyTimeout, 5*time.Second)
+	def(&c.StageTimeout, 2*time.Second)
 	if c.Window <= 0 {
 		c.Window = 3
 	}

@@ -5,14 +5,19 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outboxrelay/outbox/envelope"
 	"github.com/outboxrelay/outbox/internal/console"
 	"github.com/outboxrelay/outbox/internal/ops/deadletter"
 	"github.com/outboxrelay/outbox/internal/ops/lagcheck"
@@ -28,6 +33,7 @@ type pipelineJSON struct {
 	DeadLetters []console.DLQCount       `json:"dead_letters"`
 	Errors      []string                 `json:"errors"`
 	Endpoints   []console.EndpointCounts `json:"endpoints"`
+	Stages      []console.StageInstance  `json:"stages"`
 }
 
 // TestConsoleOnAPipeline runs one real pipeline and checks, in order, that
@@ -55,7 +61,9 @@ func TestConsoleOnAPipeline(t *testing.T) {
 			}
 			seen := 0
 			for _, g := range page.Lag.Groups {
-				if g.Group == p.stalled || g.Group == sinkGroup && g.Lag == 0 {
+				// Partitions present: a sample from before the group's
+				// first commit shows none, and lag 0 too.
+				if len(g.Partitions) > 0 && (g.Group == p.stalled || g.Group == sinkGroup && g.Lag == 0) {
 					seen++
 				}
 			}
@@ -269,6 +277,262 @@ func TestConsoleOnAPipeline(t *testing.T) {
 		require.Equal(t, 0, res.Replayed)
 		require.Equal(t, 1, res.AlreadyReplayed, "a second replay finds it in the replay ledger")
 	})
+
+	t.Run("quarantine is refused without actions or the token, dry runs first, and is final", func(t *testing.T) {
+		auth := map[string]string{"Authorization": "Bearer " + token}
+		id, pos := p.writeDeadLetter(ctx, t, "order-q-"+p.prefix)
+		quarantine := p.dlq + ".quarantine"
+		ledgerBefore, err := p.k.ReadCommitted(ctx, p.dlq+".replayed")
+		require.NoError(t, err)
+		ordersBefore, err := p.k.ReadCommitted(ctx, p.topic)
+		require.NoError(t, err)
+		requireUnchanged := func(what string) {
+			t.Helper()
+			recs, err := p.k.ReadCommitted(ctx, quarantine)
+			require.NoError(t, err)
+			require.Empty(t, recs, "%s: nothing quarantined", what)
+			recs, err = p.k.ReadCommitted(ctx, p.dlq+".replayed")
+			require.NoError(t, err)
+			require.Len(t, recs, len(ledgerBefore), "%s: no replay ledger entry", what)
+		}
+
+		form := url.Values{"topic": {p.dlq}, "at": {pos}, "mode": {"quarantine"}, "confirm": {"yes"}, "format": {"json"}}
+		code, body := post(t, p.console(nil), "/dlq/quarantine", form, auth)
+		require.Equal(t, http.StatusForbidden, code, body)
+		require.Contains(t, body, "--allow-actions")
+		code, body = post(t, srv, "/dlq/quarantine", form, nil)
+		require.Equal(t, http.StatusUnauthorized, code, body)
+		code, _ = post(t, srv, "/dlq/quarantine", url.Values{"topic": {p.dlq}, "at": {pos}, "mode": {"quarantine"}}, auth)
+		require.Equal(t, http.StatusBadRequest, code, "a quarantine without confirm=yes")
+		code, _ = post(t, srv, "/dlq/quarantine", url.Values{"topic": {p.dlq}, "at": {pos}, "mode": {"replay"}, "confirm": {"yes"}}, auth)
+		require.Equal(t, http.StatusBadRequest, code, "the quarantine action does not replay")
+		requireUnchanged("refused")
+
+		var plan console.ReplayView
+		code, body = post(t, srv, "/dlq/quarantine", url.Values{"topic": {p.dlq}, "at": {pos}, "mode": {"dry-run"}, "format": {"json"}}, auth)
+		require.Equal(t, http.StatusOK, code, body)
+		decode(t, body, &plan)
+		require.True(t, plan.DryRun)
+		require.True(t, plan.Quarantine)
+		require.Equal(t, 1, plan.Quarantined)
+		require.Zero(t, plan.Replayed)
+		require.Equal(t, []console.Outcome{{Position: pos, Key: "order-q-" + p.prefix, EventID: id.String(), Action: deadletter.ActionQuarantine, To: quarantine}}, plan.Outcomes)
+		requireUnchanged("dry run")
+		// The dry run's page confirms to the quarantine action.
+		code, body = post(t, srv, "/dlq/quarantine", url.Values{"topic": {p.dlq}, "at": {pos}, "mode": {"dry-run"}}, auth)
+		require.Equal(t, http.StatusOK, code, body)
+		require.Contains(t, body, `action="/dlq/quarantine" id="confirm-form"`)
+		require.Contains(t, body, `name="mode" value="quarantine"`)
+
+		var res console.ReplayView
+		code, body = post(t, srv, "/dlq/quarantine", form, auth)
+		require.Equal(t, http.StatusOK, code, body)
+		decode(t, body, &res)
+		require.False(t, res.DryRun)
+		require.Equal(t, 1, res.Quarantined)
+		recs, err := p.k.ReadCommitted(ctx, quarantine)
+		require.NoError(t, err)
+		require.Len(t, recs, 1)
+		q := deadletter.Decode(recs[0])
+		require.Equal(t, id.String(), q.EventID)
+		require.Equal(t, p.topic, q.DeadLetter.OriginTopic, "the quarantined copy keeps the dead-letter headers")
+		ledger, err := p.k.ReadCommitted(ctx, p.dlq+".replayed")
+		require.NoError(t, err)
+		require.Len(t, ledger, len(ledgerBefore)+1, "one replay ledger entry")
+		require.Equal(t, p.dlq+"/"+strings.ReplaceAll(pos, ":", "/"), string(ledger[len(ledger)-1].Key))
+		require.Contains(t, string(ledger[len(ledger)-1].Value), `"action":"quarantine"`)
+
+		// A later replay (console or CLI: the same function) leaves it alone.
+		for _, mode := range []string{"dry-run", "replay"} {
+			code, body = post(t, srv, "/dlq/replay", url.Values{"topic": {p.dlq}, "at": {pos}, "mode": {mode}, "confirm": {"yes"}, "format": {"json"}}, auth)
+			require.Equal(t, http.StatusOK, code, body)
+			decode(t, body, &res)
+			require.Zero(t, res.Replayed, mode)
+			require.Equal(t, 1, res.AlreadyReplayed, mode)
+			require.Equal(t, deadletter.ActionAlreadyReplayed, res.Outcomes[0].Action, mode)
+		}
+		orders, err := p.k.ReadCommitted(ctx, p.topic)
+		require.NoError(t, err)
+		require.Len(t, orders, len(ordersBefore), "nothing went back to the origin topic")
+		// And a second quarantine finds it done.
+		code, body = post(t, srv, "/dlq/quarantine", form, auth)
+		require.Equal(t, http.StatusOK, code, body)
+		decode(t, body, &res)
+		require.Zero(t, res.Quarantined)
+		require.Equal(t, 1, res.AlreadyReplayed)
+
+		html := getHTML(t, srv, "/dlq?topic="+p.dlq)
+		require.Contains(t, html, `id="dry-run-quarantine" formaction="/dlq/quarantine"`)
+	})
+
+	t.Run("stage metrics show roles, breakers, rates and a dead instance", func(t *testing.T) {
+		standby := serveMetrics(t)
+		p.runRelay(p.relayConfig(standby.reg))
+		flaky := p.flakySink(ctx, t)
+		gone := httptest.NewServer(http.NotFoundHandler())
+		dead := gone.URL + "/metrics"
+		gone.Close()
+		con := p.console(func(c *console.Config) {
+			c.StageMetrics = []string{p.relayMetrics.url, standby.url, strings.TrimSuffix(p.sinkMetrics.url, "/metrics"), flaky.url, dead}
+			c.StageTimeout = time.Second
+		})
+
+		// Wait for the flaky endpoint's breaker to open, and for rates (a
+		// second scrape).
+		var page pipelineJSON
+		require.Eventually(t, func() bool {
+			page = pipelineJSON{}
+			if getJSON(t, con, "/", &page) != http.StatusOK || len(page.Stages) != 5 {
+				return false
+			}
+			fl := page.Stages[3]
+			return len(fl.SinkEndpoints) == 1 && fl.SinkEndpoints[0].Breaker == "open" && page.Stages[0].RateSeconds > 0
+		}, 30*time.Second, 100*time.Millisecond, "the flaky endpoint's breaker opens and rates appear")
+
+		slot := p.prefix + "_relay"
+		active, stand, payments, fl, down := page.Stages[0], page.Stages[1], page.Stages[2], page.Stages[3], page.Stages[4]
+		require.Equal(t, p.relayMetrics.url, active.URL)
+		require.Equal(t, []string{console.KindRelay}, active.Kinds)
+		require.Len(t, active.Relays, 1)
+		require.Equal(t, slot, active.Relays[0].Slot)
+		require.Equal(t, console.RoleActive, active.Relays[0].Role)
+		require.Equal(t, metricValue(t, p.relayMetrics.reg, "outbox_relay_active"), 1.0)
+		require.NotNil(t, active.Relays[0].Events.PerSecond, "a rate from the second scrape on")
+		require.GreaterOrEqual(t, active.Relays[0].Events.Total, float64(len(p.orders)))
+		require.Positive(t, active.Relays[0].RetainedWALBytes, "the gauge moves with the WAL: only its presence is checked")
+
+		require.Equal(t, []string{console.KindRelay}, stand.Kinds)
+		require.Len(t, stand.Relays, 1)
+		require.Equal(t, slot, stand.Relays[0].Slot)
+		require.Equal(t, console.RoleStandby, stand.Relays[0].Role, "the second relay of the slot waits")
+		require.Equal(t, metricValue(t, standby.reg, "outbox_relay_active"), 0.0)
+		require.Zero(t, stand.Relays[0].Events.Total)
+
+		require.Equal(t, p.sinkMetrics.url, payments.URL, "host:port/ means its /metrics")
+		require.Equal(t, []string{console.KindSink}, payments.Kinds)
+		require.Len(t, payments.SinkEndpoints, 1)
+		pe := payments.SinkEndpoints[0]
+		require.Equal(t, "payments", pe.Endpoint)
+		require.Equal(t, "closed", pe.Breaker)
+		require.Equal(t, metricValue(t, p.sinkMetrics.reg, "outbox_sink_breaker_state", "endpoint", "payments"), pe.BreakerState)
+		calls := map[string]float64{}
+		for _, c := range pe.Calls {
+			calls[c.Outcome] = c.Total
+			require.NotNil(t, c.PerSecond, c.Outcome)
+		}
+		require.Equal(t, metricValue(t, p.sinkMetrics.reg, "outbox_sink_calls_total", "endpoint", "payments", "outcome", "succeeded"), calls["succeeded"])
+		require.Equal(t, map[string]float64{"succeeded": 5, "permanent": 1}, calls, "four good orders, the declined one, then its replay")
+		require.Equal(t, 1.0, pe.DeadLetters.Total)
+		require.NotNil(t, pe.DeadLetters.PerMinute)
+
+		require.Len(t, fl.SinkEndpoints, 1)
+		fe := fl.SinkEndpoints[0]
+		require.Equal(t, "flaky", fe.Endpoint)
+		require.Equal(t, 2.0, fe.BreakerState)
+		require.Equal(t, metricValue(t, flaky.reg, "outbox_sink_breaker_state", "endpoint", "flaky"), fe.BreakerState)
+
+		require.Equal(t, dead, down.URL)
+		require.Contains(t, down.Error, dead)
+		require.Empty(t, down.Kinds)
+		require.Empty(t, page.Errors, "an instance that does not answer is its own error, not the sample's")
+
+		html := getHTML(t, con, "/")
+		require.Contains(t, html, `<td class="warn">standby</td><td>`+standby.url+`</td>`)
+		require.Contains(t, html, `<td class="err breaker">open</td>`)
+		require.Contains(t, html, `<td class="ok breaker">closed</td>`)
+		require.Contains(t, html, "not answering: console: scrape "+dead+": ")
+		require.Contains(t, html, `<span class="ok">active</span> `+p.relayMetrics.url)
+	})
+}
+
+// writeDeadLetter writes a dead letter of a new event to the sink's
+// dead-letter topic, as the sink writes them, and returns its event id and
+// position.
+func (p *pipeline) writeDeadLetter(ctx context.Context, t *testing.T, key string) (uuid.UUID, string) {
+	t.Helper()
+	cl, err := kgo.NewClient(p.k.Opts()...)
+	require.NoError(t, err)
+	defer cl.Close()
+	id := uuid.Must(uuid.NewV7())
+	d := envelope.DeadLetter{OriginTopic: p.topic, Stage: "sink", StageName: "payments",
+		ErrorClass: "http_422", ErrorMessage: "card declined", Attempt: 1, At: time.Now().UTC()}
+	r := &kgo.Record{Topic: p.dlq, Key: []byte(key), Value: []byte(`{"order":"` + key + `"}`),
+		Headers: []kgo.RecordHeader{{Key: envelope.HeaderEventID, Value: []byte(id.String())}}}
+	for _, h := range d.Headers() {
+		r.Headers = append(r.Headers, kgo.RecordHeader(h))
+	}
+	require.NoError(t, cl.ProduceSync(ctx, r).FirstErr())
+	return id, deadletter.Position{Partition: r.Partition, Offset: r.Offset}.String()
+}
+
+// flakySink runs a second sink, exporting to a registry of its own, whose
+// API answers 503: one failed call opens its breaker (for an hour).
+func (p *pipeline) flakySink(ctx context.Context, t *testing.T) metricsServer {
+	t.Helper()
+	m := serveMetrics(t)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(down.Close)
+	topic := p.prefix + ".flaky"
+	p.k.CreateTopic(topic, 1, nil)
+	req, err := sink.NewTemplateRequest(sink.RequestTemplate{URL: down.URL + "/calls"})
+	require.NoError(t, err)
+	s, err := sink.New(sink.Config{
+		Pool: p.pool, KafkaOpts: p.k.Opts(), Group: p.prefix + "-flaky", CommitInterval: 100 * time.Millisecond,
+		Endpoints: []sink.Endpoint{{Name: "flaky", Topics: []string{topic}, Request: req, Idempotent: true, Timeout: time.Second,
+			Breaker: sink.BreakerConfig{Failures: 1, Cooldown: time.Hour},
+			Retry:   sink.RetryPolicy{Retries: 3, Initial: 50 * time.Millisecond, Tiers: []time.Duration{time.Second}}}},
+		Logger: testLogger(t), Registerer: m.reg,
+	})
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, s.Stop(sctx))
+	})
+	cl, err := kgo.NewClient(p.k.Opts()...)
+	require.NoError(t, err)
+	defer cl.Close()
+	id := uuid.Must(uuid.NewV7())
+	r := &kgo.Record{Topic: topic, Key: []byte("flaky-1"), Value: []byte(`{}`),
+		Headers: []kgo.RecordHeader{{Key: envelope.HeaderEventID, Value: []byte(id.String())}}}
+	require.NoError(t, cl.ProduceSync(ctx, r).FirstErr())
+	return m
+}
+
+// metricValue is the value of the registry's series of the family whose
+// labels include the given name, value pairs.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no series %s %v", name, labels)
+	return 0
 }
 
 // requireNotReplayed checks that nothing was replayed: the replay ledger

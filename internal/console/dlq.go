@@ -250,12 +250,15 @@ func (s *Server) dlqShow(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "dlq_show", "Dead letter "+pos.String(), v)
 }
 
-// ReplayView is a replay's plan (dry run) or result.
+// ReplayView is a replay's or a quarantine's plan (dry run) or result.
 type ReplayView struct {
-	Topic    string    `json:"topic"`
-	Query    DLQQuery  `json:"filter"`
-	DryRun   bool      `json:"dry_run"`
-	Outcomes []Outcome `json:"outcomes"`
+	Topic  string   `json:"topic"`
+	Query  DLQQuery `json:"filter"`
+	DryRun bool     `json:"dry_run"`
+	// Quarantine is true for the quarantine action: the chosen letters go to
+	// the quarantine topic instead of their origin.
+	Quarantine bool      `json:"quarantine"`
+	Outcomes   []Outcome `json:"outcomes"`
 	// Replayed .. NoDestination are deadletter.ReplayResult's counts.
 	Replayed        int    `json:"replayed"`
 	Quarantined     int    `json:"quarantined"`
@@ -276,10 +279,26 @@ type Outcome struct {
 	To          string `json:"to"`
 }
 
+// Modes of the dead-letter actions' form field "mode".
+const (
+	modeDryRun     = "dry-run"
+	modeReplay     = "replay"
+	modeQuarantine = "quarantine"
+)
+
 // dlqReplay is POST /dlq/replay: mode=dry-run plans and shows a confirmation;
 // mode=replay with confirm=yes replays. Both are actions (see allow): a dry
 // run reads only, but the flow it starts ends in a write.
-func (s *Server) dlqReplay(w http.ResponseWriter, r *http.Request) {
+func (s *Server) dlqReplay(w http.ResponseWriter, r *http.Request) { s.dlqAction(w, r, false) }
+
+// dlqQuarantine is POST /dlq/quarantine: as dlqReplay, with
+// mode=quarantine, and the chosen letters go to the quarantine topic (with
+// a replay ledger entry, so no later replay sends them back) whatever their
+// replay count.
+func (s *Server) dlqQuarantine(w http.ResponseWriter, r *http.Request) { s.dlqAction(w, r, true) }
+
+// dlqAction runs a replay or a quarantine through deadletter.Replay.
+func (s *Server) dlqAction(w http.ResponseWriter, r *http.Request, quarantine bool) {
 	if !s.allow(w, r) {
 		return
 	}
@@ -288,6 +307,10 @@ func (s *Server) dlqReplay(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, err.Error(), "")
 		return
 	}
+	name, write := "replay", modeReplay
+	if quarantine {
+		name, write = "quarantine", modeQuarantine
+	}
 	q, _, err := s.dlqQuery(ctx, r)
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, err.Error(), "")
@@ -295,39 +318,39 @@ func (s *Server) dlqReplay(w http.ResponseWriter, r *http.Request) {
 	}
 	flt, err := q.filter()
 	if err != nil || q.Topic == "" {
-		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("replay needs a topic and a valid filter: %v", err), "")
+		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("%s needs a topic and a valid filter: %v", name, err), "")
 		return
 	}
 	mode := r.FormValue("mode")
-	dry := mode != "replay"
+	if mode != write && mode != modeDryRun {
+		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("mode %q: use %s or %s", mode, modeDryRun, write), "")
+		return
+	}
+	dry := mode == modeDryRun
 	if !dry && r.FormValue("confirm") != "yes" {
-		s.fail(w, r, http.StatusBadRequest, "a replay needs confirm=yes",
+		s.fail(w, r, http.StatusBadRequest, "a "+name+" needs confirm=yes",
 			"run the dry run first (mode=dry-run); its page has the confirmation")
 		return
 	}
-	if mode != "replay" && mode != "dry-run" {
-		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("mode %q: use dry-run or replay", mode), "")
-		return
-	}
-	cfg := deadletter.ReplayConfig{Topic: q.Topic, Filter: flt, MaxReplays: s.cfg.MaxReplays, DryRun: dry, Logger: s.cfg.Logger}
+	cfg := deadletter.ReplayConfig{Topic: q.Topic, Filter: flt, MaxReplays: s.cfg.MaxReplays, Quarantine: quarantine, DryRun: dry, Logger: s.cfg.Logger}
 	if q.Limit > 0 && r.FormValue("limit") != "" {
 		cfg.Limit = q.Limit
 	}
 	if !dry {
-		s.cfg.Logger.InfoContext(ctx, "console: replay", "topic", q.Topic, "filter", q.values().Encode(), "remote", r.RemoteAddr)
+		s.cfg.Logger.InfoContext(ctx, "console: "+name, "topic", q.Topic, "filter", q.values().Encode(), "remote", r.RemoteAddr)
 	}
 	res, err := deadletter.Replay(ctx, s.cfg.KafkaOpts, cfg)
 	if errors.Is(err, deadletter.ErrTopicNotFound) {
 		s.fail(w, r, http.StatusNotFound, err.Error(), "")
 		return
 	}
-	v := ReplayView{Topic: q.Topic, Query: q, DryRun: dry, Outcomes: []Outcome{}, Replayed: res.Replayed,
+	v := ReplayView{Topic: q.Topic, Query: q, DryRun: dry, Quarantine: quarantine, Outcomes: []Outcome{}, Replayed: res.Replayed,
 		Quarantined: res.Quarantined, AlreadyReplayed: res.AlreadyReplayed, NoDestination: res.NoDestination}
 	for _, o := range res.Outcomes {
 		v.Outcomes = append(v.Outcomes, Outcome{Position: o.Letter.Position().String(), Key: printable(o.Letter.Record.Key),
 			EventID: o.Letter.EventID, ReplayCount: o.Letter.ReplayCount, Action: o.Action, To: o.To})
 	}
-	// The confirmation replays exactly the records the dry run planned,
+	// The confirmation acts on exactly the records the dry run planned,
 	// not whatever the filter matches by then.
 	var planned []string
 	for _, o := range v.Outcomes {
@@ -341,9 +364,9 @@ func (s *Server) dlqReplay(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		v.Error, code = err.Error(), http.StatusBadGateway
 	}
-	title := "Replay"
+	title := map[bool]string{false: "Replay", true: "Quarantine"}[quarantine]
 	if dry {
-		title = "Replay: dry run"
+		title += ": dry run"
 	}
 	s.render(w, r, code, "replay", title, v)
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"go.uber.org/goleak"
@@ -53,7 +55,9 @@ func TestMain(m *testing.M) {
 // migrations, a Kafka cluster (kfake unless kafkatest is told otherwise), a
 // relay and a sink running in this process against an API that rejects the
 // orders in reject, some orders written through the outbox writer, and a
-// consumer group that committed and left (lag with no member: STOP).
+// consumer group that committed and left (lag with no member: STOP). The
+// relay and the sink export their metrics to registries of their own,
+// served on /metrics as their --metrics-addr would.
 type pipeline struct {
 	t       *testing.T
 	url     string
@@ -65,6 +69,52 @@ type pipeline struct {
 	api     *api
 	orders  []order
 	prefix  string
+
+	relayMetrics, sinkMetrics metricsServer
+}
+
+// metricsServer is a stage's registry served on /metrics.
+type metricsServer struct {
+	reg *prometheus.Registry
+	url string // http://127.0.0.1:PORT/metrics
+}
+
+// serveMetrics serves a new registry's /metrics until the test ends.
+func serveMetrics(t *testing.T) metricsServer {
+	reg := prometheus.NewRegistry()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return metricsServer{reg: reg, url: srv.URL + "/metrics"}
+}
+
+// relayConfig is the pipeline's relay, exporting to reg.
+func (p *pipeline) relayConfig(reg prometheus.Registerer) relay.Config {
+	return relay.Config{
+		DatabaseURL: p.url, Schema: "outbox", Slot: p.prefix + "_relay", KafkaOpts: p.k.Opts(),
+		CheckpointTopic: p.prefix + ".checkpoints", TopicTemplate: p.topic, HeartbeatInterval: 500 * time.Millisecond,
+		StandbyPollInterval: 100 * time.Millisecond, RetryBackoff: 100 * time.Millisecond, Logger: testLogger(p.t),
+		Registerer: reg,
+	}
+}
+
+// runRelay runs a relay until the test ends.
+func (p *pipeline) runRelay(cfg relay.Config) {
+	p.t.Helper()
+	r, err := relay.New(cfg)
+	require.NoError(p.t, err)
+	rctx, stopRelay := context.WithCancel(context.Background())
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- r.Run(rctx) }()
+	p.t.Cleanup(func() {
+		stopRelay()
+		select {
+		case <-relayDone:
+		case <-time.After(30 * time.Second):
+			p.t.Error("relay did not stop within 30s")
+		}
+	})
 }
 
 // order is one written order and its event.
@@ -144,26 +194,11 @@ func newPipeline(t *testing.T, orders, rejected int) *pipeline {
 	p.k.CreateTopic(p.topic, 3, nil)
 	p.k.CreateTopic(p.dlq, 3, nil)
 	p.k.CreateTopic(p.dlq+".replayed", 1, map[string]string{"cleanup.policy": "compact"})
-	checkpoint := p.prefix + ".checkpoints"
-	p.k.CreateTopic(checkpoint, 1, map[string]string{"cleanup.policy": "compact"})
+	p.k.CreateTopic(p.dlq+".quarantine", 3, nil)
+	p.k.CreateTopic(p.prefix+".checkpoints", 1, map[string]string{"cleanup.policy": "compact"})
 
-	r, err := relay.New(relay.Config{
-		DatabaseURL: p.url, Schema: "outbox", Slot: p.prefix + "_relay", KafkaOpts: p.k.Opts(),
-		CheckpointTopic: checkpoint, TopicTemplate: p.topic, HeartbeatInterval: 500 * time.Millisecond,
-		StandbyPollInterval: 100 * time.Millisecond, RetryBackoff: 100 * time.Millisecond, Logger: testLogger(t),
-	})
-	require.NoError(t, err)
-	rctx, stopRelay := context.WithCancel(context.Background())
-	relayDone := make(chan error, 1)
-	go func() { relayDone <- r.Run(rctx) }()
-	t.Cleanup(func() {
-		stopRelay()
-		select {
-		case <-relayDone:
-		case <-time.After(30 * time.Second):
-			t.Error("relay did not stop within 30s")
-		}
-	})
+	p.relayMetrics, p.sinkMetrics = serveMetrics(t), serveMetrics(t)
+	p.runRelay(p.relayConfig(p.relayMetrics.reg))
 	// The slot must exist before the orders are written.
 	require.Eventually(t, func() bool {
 		var n int
@@ -177,7 +212,7 @@ func newPipeline(t *testing.T, orders, rejected int) *pipeline {
 		Pool: p.pool, KafkaOpts: p.k.Opts(), Group: p.prefix + "-payments", CommitInterval: 100 * time.Millisecond,
 		Endpoints: []sink.Endpoint{{Name: "payments", Topics: []string{p.topic}, Request: req, Idempotent: true, Timeout: 5 * time.Second,
 			Retry: sink.RetryPolicy{Retries: 1, Initial: 100 * time.Millisecond, Tiers: []time.Duration{time.Second}}}},
-		Logger: testLogger(t),
+		Logger: testLogger(t), Registerer: p.sinkMetrics.reg,
 	})
 	require.NoError(t, err)
 	require.NoError(t, s.Start(context.Background()))

@@ -71,3 +71,89 @@ func foldEndpoints(counts []sink.StatusCount) []EndpointCounts {
 	sort.Slice(out, func(i, j int) bool { return out[i].Endpoint < out[j].Endpoint })
 	return out
 }
+
+// Rows of the pipeline page's stage tables: one per slot, stage, endpoint
+// or source, each with the instance that reported it.
+type (
+	// RelayRow is a relay slot of one instance.
+	RelayRow struct {
+		URL string
+		RelayMetrics
+	}
+	// TransformRow is an eos stage of one instance.
+	TransformRow struct {
+		URL string
+		TransformMetrics
+	}
+	// SinkRow is a sink endpoint of one instance.
+	SinkRow struct {
+		URL string
+		SinkEndpointMetrics
+	}
+	// IngestRow is a webhook source of one instance.
+	IngestRow struct {
+		URL string
+		IngestMetrics
+	}
+)
+
+// RelayRows are the scraped relays, by slot then active first.
+func (s *Snapshot) RelayRows() []RelayRow {
+	var out []RelayRow
+	for _, st := range s.Stages {
+		for _, r := range st.Relays {
+			out = append(out, RelayRow{URL: st.URL, RelayMetrics: r})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Slot != out[j].Slot {
+			return out[i].Slot < out[j].Slot
+		}
+		return out[i].Role == RoleActive && out[j].Role != RoleActive
+	})
+	return out
+}
+
+// SlotRelays are the scraped relays of one slot, for the slots table.
+func (s *Snapshot) SlotRelays(slot string) []RelayRow {
+	var out []RelayRow
+	for _, r := range s.RelayRows() {
+		if r.Slot == slot {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TransformRows are the scraped eos stages.
+func (s *Snapshot) TransformRows() []TransformRow {
+	var out []TransformRow
+	for _, st := range s.Stages {
+		for _, t := range st.Transforms {
+			out = append(out, TransformRow{URL: st.URL, TransformMetrics: t})
+		}
+	}
+	return out
+}
+
+// SinkRows are the scraped sink endpoints.
+func (s *Snapshot) SinkRows() []SinkRow {
+	var out []SinkRow
+	for _, st := range s.Stages {
+		for _, e := range st.SinkEndpoints {
+			out = append(out, SinkRow{URL: st.URL, SinkEndpointMetrics: e})
+		}
+	}
+	return out
+}
+
+// IngestRows are the scraped webhook sources.
+func (s *Snapshot) IngestRows() []IngestRow {
+	var out []IngestRow
+	for _, st := range s.Stages {
+		for _, src := range st.IngestSources {
+			out = append(out, IngestRow{URL: st.URL, IngestMetrics: src})
+		}
+	}
+	return out
+}

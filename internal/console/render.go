@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -60,7 +61,21 @@ var funcs = template.FuncMap{
 		return string(r[:n-1]) + "…"
 	},
 	"seconds": func(f float64) string { return fmt.Sprintf("%.1f", f) },
-	"dur":     func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	// rate renders a per-second or per-minute rate; "-" before the second scrape.
+	"rate": func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", *p)
+	},
+	"fnum": func(f float64) string {
+		if f == math.Trunc(f) && math.Abs(f) < 1e15 {
+			return fmt.Sprintf("%.0f", f)
+		}
+		return fmt.Sprintf("%.2f", f)
+	},
+	"fbytes": func(f float64) string { return bytesHuman(int64(f)) },
+	"dur":    func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 }
 
 func loadPages() (*pages, error) {
@@ -167,9 +182,9 @@ func bytesHuman(n int64) string {
 // statusClass maps a status word to the stylesheet's colour class.
 func statusClass(s string) string {
 	switch strings.ToLower(s) {
-	case "ok", "succeeded", "replay", "done", "reconciled":
+	case "ok", "succeeded", "replay", "done", "reconciled", "closed", "active":
 		return "ok"
-	case "warn", "retrying", "pending", "in_flight", "retriable", "waiting":
+	case "warn", "retrying", "pending", "in_flight", "retriable", "waiting", "half-open", "standby", "quarantine":
 		return "warn"
 	case "":
 		return ""

@@ -33,6 +33,10 @@ type Snapshot struct {
 	// DeadLetters counts the records of each dead-letter topic, as `outbox
 	// dlq list` without filters counts them.
 	DeadLetters []DLQCount `json:"dead_letters"`
+	// Stages are the stage processes of Config.StageMetrics, as their
+	// /metrics show them, in that order; an instance that did not answer
+	// has its Error set (and is not counted in Errors).
+	Stages []StageInstance `json:"stages"`
 	// Errors are the parts of the sample that failed, each naming the part.
 	Errors []string `json:"errors"`
 }
@@ -61,6 +65,7 @@ type sampler struct {
 	cfg     *Config
 	db      sql.DBTX
 	checker *lagcheck.Checker
+	stages  *stageScraper
 
 	mu      sync.Mutex
 	last    *Snapshot
@@ -74,10 +79,13 @@ func newSampler(cfg *Config, db sql.DBTX) (*sampler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}
-	return &sampler{cfg: cfg, db: db, checker: checker, first: make(chan struct{})}, nil
+	return &sampler{cfg: cfg, db: db, checker: checker, stages: newStageScraper(cfg), first: make(chan struct{})}, nil
 }
 
-func (s *sampler) close() { s.checker.Close() }
+func (s *sampler) close() {
+	s.checker.Close()
+	s.stages.close()
+}
 
 // run samples until ctx ends.
 func (s *sampler) run(ctx context.Context) {
@@ -132,8 +140,19 @@ func (s *sampler) snapshot(ctx context.Context) (*Snapshot, []point) {
 // sample reads every part of the pipeline; a part that fails is named in
 // Errors and the rest is still shown.
 func (s *sampler) sample(ctx context.Context) *Snapshot {
-	snap := &Snapshot{At: time.Now(), Errors: []string{}}
+	snap := &Snapshot{At: time.Now(), Errors: []string{}, Stages: []StageInstance{}}
 	fail := func(part string, err error) { snap.Errors = append(snap.Errors, part+": "+err.Error()) }
+
+	// The stage scrapes run beside the other parts; each is bounded by
+	// Config.StageTimeout.
+	scraped := make(chan []StageInstance, 1)
+	go func() { scraped <- s.stages.scrape(ctx) }()
+	defer func() {
+		if st := <-scraped; st != nil {
+			snap.Stages = st
+		}
+		snap.Took = time.Since(snap.At)
+	}()
 
 	if slots, err := readSlots(ctx, s.db); err != nil {
 		fail("slots", err)
@@ -163,7 +182,6 @@ func (s *sampler) sample(ctx context.Context) *Snapshot {
 		}
 		snap.DeadLetters = append(snap.DeadLetters, DLQCount{Topic: t, Count: n})
 	}
-	snap.Took = time.Since(snap.At)
 	return snap
 }
 

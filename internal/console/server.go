@@ -53,6 +53,7 @@ func New(cfg Config) (*Server, error) {
 	m.HandleFunc("GET /dlq", s.dlqList)
 	m.HandleFunc("GET /dlq/show", s.dlqShow)
 	m.HandleFunc("POST /dlq/replay", s.dlqReplay)
+	m.HandleFunc("POST /dlq/quarantine", s.dlqQuarantine)
 	m.HandleFunc("GET /ledger", s.ledger)
 	m.HandleFunc("GET /actions", s.unlock)
 	m.HandleFunc("POST /", s.refuseUnknownAction)

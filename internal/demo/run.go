@@ -94,14 +94,26 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (rep *Report, err error
 }
 
 // startConsole serves the on-call console over the demo's Postgres and
-// Kafka, read-only, and prints its URL.
+// Kafka, read-only, and prints its URL. It also picks each stage process's
+// metrics address (the stages start later, with --metrics-addr), so the
+// console scrapes their /metrics: breaker states, rates, the relay's role.
 func (r *runner) startConsole(ctx context.Context) error {
 	if r.cfg.ConsoleAddr == "" {
 		return nil
 	}
+	addrs, err := stageMetricsAddrs()
+	if err != nil {
+		return err
+	}
+	r.stageMetrics = addrs
+	var scrape []string
+	for _, name := range stageNames {
+		scrape = append(scrape, "http://"+addrs[name]+"/metrics")
+	}
 	l, err := console.Listen(ctx, console.Config{
 		Pool: r.pool, KafkaOpts: r.kopts, Interval: 2 * time.Second, Logger: r.logger,
 		JourneyTopics: []string{"commands.payment", "commands.shipping"},
+		StageMetrics:  scrape,
 	}, r.cfg.ConsoleAddr)
 	if err != nil {
 		return fmt.Errorf("demo: console: %w", err)
@@ -154,6 +166,7 @@ type runner struct {
 	stagesStarted           bool
 	paymentURL, shippingURL string
 	consoleURL              string
+	stageMetrics            map[string]string // stage name -> --metrics-addr, picked by startConsole
 }
 
 func (r *runner) say(format string, a ...any) {
@@ -338,6 +351,7 @@ func (r *runner) startStages(ctx context.Context) error {
 	}
 	r.stages = newStages(bin, r.cfg.StageEnv, r.logDir, stageEndpoints{
 		dbURL: r.dbURL, brokers: strings.Join(r.cfg.Kafka.Brokers, ","), paymentURL: r.paymentURL, shippingURL: r.shippingURL,
+		metrics: r.stageMetrics,
 	})
 	r.onClose(func() { stopAll(r.stages, 10*time.Second) })
 	r.stagesStarted = true

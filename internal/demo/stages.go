@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,35 @@ type stage struct {
 type stageEndpoints struct {
 	dbURL, brokers          string
 	paymentURL, shippingURL string
+	// metrics are the stages' --metrics-addr by stage name, for the demo's
+	// console to scrape; a stage without one serves no metrics.
+	metrics map[string]string
+}
+
+// stageNames are the stages newStages returns, in its order.
+var stageNames = []string{"relay", "transform", "sink-payment", "sink-shipping"}
+
+// stageMetricsAddrs picks a free loopback address for each stage's
+// /metrics. The ports are held together while picked, so they differ; a
+// port taken by someone else before the stage binds it makes that stage
+// fail to start, and its log says so.
+func stageMetricsAddrs() (map[string]string, error) {
+	out := map[string]string{}
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	for _, name := range stageNames {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("demo: metrics address for %s: %w", name, err)
+		}
+		lns = append(lns, ln)
+		out[name] = ln.Addr().String()
+	}
+	return out, nil
 }
 
 // newStages returns the relay, the orders transform and the two sinks, not
@@ -54,6 +84,9 @@ func newStages(bin string, env []string, logDir string, ep stageEndpoints) []*st
 	}
 	for _, s := range stages {
 		s.bin, s.env, s.logPath = bin, env, filepath.Join(logDir, s.name+".log")
+		if addr := ep.metrics[s.name]; addr != "" {
+			s.args = append(s.args, "--metrics-addr", addr)
+		}
 	}
 	return stages
 }

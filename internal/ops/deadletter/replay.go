@@ -55,6 +55,13 @@ type ReplayConfig struct {
 	BatchSize int
 	// Limit caps the number of records replayed or quarantined. Defaults to no cap.
 	Limit int
+	// Quarantine sends every selected dead letter to QuarantineTopic, whatever
+	// its replay count, instead of replaying it: the on-demand form of what
+	// MaxReplays does (the console's quarantine action). Like a replay, it
+	// writes a replay ledger entry (action "quarantine") in the same
+	// transaction, so a later replay reports the letter as already replayed.
+	// Defaults to false.
+	Quarantine bool
 	// DryRun plans without producing anything (and without fencing).
 	DryRun bool
 	// Progress, if set, is called after each record is handed to the producer,
@@ -190,7 +197,7 @@ func Replay(ctx context.Context, opts []kgo.Opt, cfg ReplayConfig) (ReplayResult
 			res.AlreadyReplayed++
 		case cfg.Limit > 0 && len(plan) >= cfg.Limit:
 			return nil
-		case l.ReplayCount >= cfg.MaxReplays:
+		case cfg.Quarantine || l.ReplayCount >= cfg.MaxReplays:
 			o.Action, o.To = ActionQuarantine, cfg.QuarantineTopic
 		case cfg.To != "":
 			o.Action, o.To = ActionReplay, cfg.To

@@ -227,6 +227,50 @@ func TestReplayQuarantinesPastMax(t *testing.T) {
 	require.Empty(t, origin)
 }
 
+// TestReplayQuarantineOnDemand: Quarantine sends the chosen letters to the
+// quarantine topic whatever their replay count (a dry run first changes
+// nothing), and a later replay finds them in the ledger and leaves them.
+func TestReplayQuarantineOnDemand(t *testing.T) {
+	t.Parallel()
+	b, ctx := setup(t)
+	b.deadLetters(ctx, t, 2, 0)
+	var first deadletter.Position
+	require.NoError(t, deadletter.List(ctx, b.opts, b.dlq, deadletter.Filter{Key: "order-0"}, func(l deadletter.Letter) error {
+		first = l.Position()
+		return nil
+	}))
+	cfg := deadletter.ReplayConfig{Topic: b.dlq, Quarantine: true, DryRun: true, Filter: deadletter.Filter{Positions: []deadletter.Position{first}}}
+
+	res, err := deadletter.Replay(ctx, b.opts, cfg)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Quarantined)
+	require.Equal(t, deadletter.ActionQuarantine, res.Outcomes[0].Action)
+	require.Equal(t, b.quarantine, res.Outcomes[0].To)
+	recs, err := b.k.ReadCommitted(ctx, b.quarantine)
+	require.NoError(t, err)
+	require.Empty(t, recs, "a dry run quarantines nothing")
+
+	cfg.DryRun = false
+	res, err = deadletter.Replay(ctx, b.opts, cfg)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Quarantined)
+	require.Zero(t, res.Replayed)
+	recs, err = b.k.ReadCommitted(ctx, b.quarantine)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	l := deadletter.Decode(recs[0])
+	require.Equal(t, "ev-0", l.EventID)
+	require.Zero(t, l.ReplayCount, "quarantine does not count as a replay")
+	require.Equal(t, b.origin, l.DeadLetter.OriginTopic, "quarantine keeps the dead-letter headers")
+
+	// A plain replay of everything: the quarantined letter is in the ledger.
+	res, err = deadletter.Replay(ctx, b.opts, deadletter.ReplayConfig{Topic: b.dlq})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.AlreadyReplayed)
+	require.Equal(t, 1, res.Replayed)
+	require.Equal(t, map[string]int{"ev-1": 1}, b.eventIDs(ctx, t, b.origin), "only the other letter went back to its origin")
+}
+
 func TestReplayToRetryTierDryRunAndFilters(t *testing.T) {
 	t.Parallel()
 	b, ctx := setup(t)
