@@ -390,7 +390,14 @@ func (r *runner) drive(ctx context.Context) (*Report, error) {
 	counter := NewCounter(r.dbURL, r.kopts)
 	defer counter.Close()
 
-	lr, settled := r.waitSettled(ctx, counter, start, loadDone, ch)
+	lr, settled, crashed := r.waitSettled(ctx, counter, start, loadDone, ch)
+	if crashed != nil {
+		stopLoad()
+		if lr == nil {
+			<-loadDone
+		}
+		return nil, crashed
+	}
 	if lr == nil {
 		// Not every order was placed in time, or ctx ended: stop the load and
 		// wait for its workers.
@@ -427,9 +434,10 @@ func (r *runner) drive(ctx context.Context) (*Report, error) {
 // waitSettled samples the pipeline once a second, with a progress line
 // unless Quiet, until every accepted order's commands are final at both
 // APIs, Timeout has passed since start, or ctx ended. It returns the load's
-// result once the load finished (nil if it did not) and whether it settled.
+// result once the load finished (nil if it did not) and whether it settled,
+// or why a stage process ended on its own.
 // Chaos stops when the load does: then the pipeline must drain on its own.
-func (r *runner) waitSettled(ctx context.Context, counter *Counter, start time.Time, loadDone <-chan LoadResult, ch *chaos) (*LoadResult, bool) {
+func (r *runner) waitSettled(ctx context.Context, counter *Counter, start time.Time, loadDone <-chan LoadResult, ch *chaos) (*LoadResult, bool, error) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	deadline := start.Add(r.cfg.Timeout)
@@ -437,12 +445,19 @@ func (r *runner) waitSettled(ctx context.Context, counter *Counter, start time.T
 	for {
 		select {
 		case <-ctx.Done():
-			return lr, false
+			return lr, false, nil
 		case res := <-loadDone:
 			lr = &res
 			ch.stop()
 			continue
 		case <-tick.C:
+		}
+		// A stage that died by itself (a bad flag, a port taken) would leave
+		// the demo waiting out its whole timeout: say which, at once.
+		for _, s := range r.stages {
+			if err := s.failure(); err != nil && ctx.Err() == nil {
+				return lr, false, err
+			}
 		}
 		// A sample that cannot be taken (Kafka or Postgres down) must not keep
 		// the demo from reaching its deadline.
@@ -456,11 +471,11 @@ func (r *runner) waitSettled(ctx context.Context, counter *Counter, start time.T
 				r.say("%5.0fs  %s  | api calls: payment %d, shipping %d", time.Since(start).Seconds(), p, r.payment.Calls(), r.shipping.Calls())
 			}
 			if lr != nil && p.Settled(int(lr.Accepted)) {
-				return lr, true
+				return lr, true, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return lr, false
+			return lr, false, nil
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -29,6 +30,18 @@ type stage struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// killing is set while chaos kills the process on purpose; exited is
+	// why the process ended when nobody asked it to (see failure).
+	killing bool
+	exited  error
+}
+
+// failure is why the stage's process ended on its own, nil while it runs
+// or when the demo (stop) or chaos (kill) ended it.
+func (s *stage) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exited
 }
 
 // stageEndpoints are where the stages reach the rest of the demo.
@@ -44,9 +57,11 @@ type stageEndpoints struct {
 var stageNames = []string{"relay", "transform", "sink-payment", "sink-shipping"}
 
 // stageMetricsAddrs picks a free loopback address for each stage's
-// /metrics. The ports are held together while picked, so they differ; a
-// port taken by someone else before the stage binds it makes that stage
-// fail to start, and its log says so.
+// /metrics. The ports are held together while picked, so they differ, and
+// come from below the kernel's ephemeral range: a port from that range
+// (":0") is handed to the next connection or listener that asks, and on a
+// busy machine one was taken before the stage bound it. A stage that still
+// cannot bind its port exits, and the demo says so (stage.failure).
 func stageMetricsAddrs() (map[string]string, error) {
 	out := map[string]string{}
 	var lns []net.Listener
@@ -55,8 +70,19 @@ func stageMetricsAddrs() (map[string]string, error) {
 			_ = ln.Close()
 		}
 	}()
+	lo := ephemeralLow()
 	for _, name := range stageNames {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		var ln net.Listener
+		var err error
+		for try := 0; try < 50; try++ {
+			addr := "127.0.0.1:0"
+			if lo > 11024 {
+				addr = fmt.Sprintf("127.0.0.1:%d", lo-10000+rand.IntN(10000))
+			}
+			if ln, err = net.Listen("tcp", addr); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("demo: metrics address for %s: %w", name, err)
 		}
@@ -64,6 +90,20 @@ func stageMetricsAddrs() (map[string]string, error) {
 		out[name] = ln.Addr().String()
 	}
 	return out, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux:
+// /proc/sys/net/ipv4/ip_local_port_range), 0 where it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		return 0
+	}
+	return lo
 }
 
 // newStages returns the relay, the orders transform and the two sinks, not
@@ -122,11 +162,16 @@ func (s *stage) start() error {
 	}
 	done := make(chan struct{})
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
 		logf.Close()
+		s.mu.Lock()
+		if s.cmd == cmd && !s.killing {
+			s.exited = fmt.Errorf("demo: stage %s exited on its own (%v); its log: %s", s.name, exitText(err), s.logPath)
+		}
+		s.mu.Unlock()
 		close(done)
 	}()
-	s.cmd, s.done = cmd, done
+	s.cmd, s.done, s.killing, s.exited = cmd, done, false, nil
 	return nil
 }
 
@@ -134,6 +179,7 @@ func (s *stage) start() error {
 func (s *stage) kill() error {
 	s.mu.Lock()
 	cmd, done := s.cmd, s.done
+	s.killing = true
 	s.mu.Unlock()
 	if cmd == nil {
 		return errors.New("not running")
@@ -162,6 +208,14 @@ func (s *stage) stop(grace time.Duration) {
 		_ = cmd.Process.Kill()
 		<-done
 	}
+}
+
+// exitText is how a process ended: "exit status 1", "signal: killed".
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // stopAll stops every stage at once, each with grace.
