@@ -206,39 +206,7 @@ func writeLagTable(w io.Writer, r lagcheck.Report) error {
 }
 
 func writeLagJSON(w io.Writer, r lagcheck.Report) error {
-	type part struct {
-		Topic         string  `json:"topic"`
-		Partition     int32   `json:"partition"`
-		Committed     int64   `json:"committed"`
-		LSO           int64   `json:"last_stable_offset"`
-		HWM           int64   `json:"high_watermark"`
-		Lag           int64   `json:"lag"`
-		LagSeconds    float64 `json:"lag_seconds"`
-		PartitionStat string  `json:"status"`
-	}
-	type group struct {
-		Group      string  `json:"group"`
-		Status     string  `json:"status"`
-		Worst      string  `json:"worst_partition_status"`
-		State      string  `json:"state"`
-		Members    int     `json:"members"`
-		Lag        int64   `json:"lag"`
-		LagSeconds float64 `json:"lag_seconds"`
-		Partitions []part  `json:"partitions"`
-	}
-	out := struct {
-		At      time.Time `json:"at"`
-		Groups  []group   `json:"groups"`
-		Missing []string  `json:"missing_groups"`
-	}{At: r.At.UTC(), Groups: []group{}, Missing: append([]string{}, r.Missing...)}
-	for _, g := range r.Groups {
-		jg := group{Group: g.Group, Status: g.Status.String(), Worst: g.Worst.String(), State: g.State, Members: g.Members, Lag: g.Lag, LagSeconds: g.MaxLagSeconds}
-		for _, p := range g.Partitions {
-			jg.Partitions = append(jg.Partitions, part{p.Topic, p.Partition, p.Committed, p.End, p.HighWatermark, p.Lag, p.LagSeconds, p.Status.String()})
-		}
-		out.Groups = append(out.Groups, jg)
-	}
-	if err := json.NewEncoder(w).Encode(out); err != nil {
+	if err := json.NewEncoder(w).Encode(lagcheck.NewView(r)); err != nil {
 		return fmt.Errorf("lag: write: %w", err)
 	}
 	return nil
