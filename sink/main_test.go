@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -275,13 +276,15 @@ type testAPI struct {
 	// fail answers for the n-th (from 1) request of a key; 0 means 200.
 	fail         func(key string, n int) (status int, retryAfter string)
 	traceparents map[string]string
+	// bodies are the last request body per key.
+	bodies map[string][]byte
 	// slow delays the answer of the n-th request of a key after the work is
 	// done: a caller that times out does not know the work happened.
 	slow func(key string, n int) time.Duration
 }
 
 func newTestAPI(t testing.TB) *testAPI {
-	a := &testAPI{requests: map[string][]time.Time{}, performed: map[string]int{}, traceparents: map[string]string{}}
+	a := &testAPI{requests: map[string][]time.Time{}, performed: map[string]int{}, traceparents: map[string]string{}, bodies: map[string][]byte{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /call/{id}", func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
@@ -289,9 +292,11 @@ func newTestAPI(t testing.TB) *testAPI {
 			http.Error(w, "missing Idempotency-Key", http.StatusBadRequest)
 			return
 		}
+		body, _ := io.ReadAll(r.Body)
 		a.mu.Lock()
 		a.requests[key] = append(a.requests[key], time.Now())
 		a.traceparents[key] = r.Header.Get("traceparent")
+		a.bodies[key] = body
 		n := len(a.requests[key])
 		status, ra := 0, ""
 		if a.fail != nil {
