@@ -41,7 +41,10 @@ func demoCmd(e *env) *cobra.Command {
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no live progress view")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics /healthz /readyz for the demo process on this address")
 	fs.StringVar(&cfg.ConsoleAddr, "console", cfg.ConsoleAddr, "serve the read-only on-call console on this address while the demo runs (port 0: a free one; empty: none); its URL is printed")
-	fs.DurationVar(&cfg.LingerConsole, "linger-console", 0, "keep the console (and Postgres and Kafka) up this long after the report, to look around; Ctrl-C ends it")
+	fs.DurationVar(&cfg.LingerConsole, "linger-console", 0, "keep the console (and Postgres, Kafka and the stages) up this long after the report, to look around; Ctrl-C ends it")
+	fs.StringVar(&cfg.ConsoleToken, "console-token", "", "let the demo's console replay and quarantine dead letters for requests with this token (Authorization: Bearer TOKEN)")
+	markSecret(fs, "console-token")
+	fs.IntVar(&cfg.DeclineEvery, "decline-every", 0, "the payment API declines the first charge of about one order in N (422): dead letters to replay from the console")
 	check := checkFlag(fs)
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if err := cfg.Validate(); err != nil {

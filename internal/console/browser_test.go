@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
@@ -78,16 +76,7 @@ func TestBrowserOnCallFlow(t *testing.T) {
 	require.Contains(t, browsertest.Text(t, ctx, "#message"), "needs the console's token")
 
 	// With the token: dry run, then the confirmed replay.
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	require.NoError(t, chromedp.Do(sctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
-			return err
-		}
-		_, err := cdp.Call(ctx, tg, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{
-			Headers: network.Headers{"Authorization": "Bearer " + token}})
-		return err
-	})))
+	browsertest.Header(t, ctx, "Authorization", "Bearer "+token)
 	browsertest.Step(t, ctx, "dry run",
 		chromedp.Navigate(srv.URL+"/dlq?topic="+p.dlq),
 		chromedp.Click(chromedp.CSS(`#letters input[type=checkbox]`)),

@@ -81,6 +81,14 @@ type Config struct {
 	// the report, to look around (--linger-console); Ctrl-C ends it early.
 	// Zero: the demo ends with the report.
 	LingerConsole time.Duration
+	// ConsoleToken lets the console replay and quarantine dead letters, for
+	// requests that carry it (--console-token). Empty: read-only.
+	ConsoleToken string
+	// DeclineEvery makes the payment API decline the first charge of about
+	// one order in DeclineEvery with 422 (--decline-every): dead letters to
+	// replay from the console while it lingers (the stages are restarted
+	// then). Zero: none.
+	DeclineEvery int
 	// OnReport, when set and the console lingers, receives the report
 	// before the linger, so the caller can print it first. Zero (nil), or no
 	// linger: the caller prints the report Run returns.
@@ -133,6 +141,12 @@ func (c Config) Validate() error {
 	}
 	if c.LingerConsole > 0 && c.ConsoleAddr == "" {
 		bad("--linger-console %s needs a console: give --console an address", c.LingerConsole)
+	}
+	if c.DeclineEvery < 0 {
+		bad("--decline-every %d: give 0 (none) or a positive number", c.DeclineEvery)
+	}
+	if c.ConsoleToken != "" && c.ConsoleAddr == "" {
+		bad("--console-token needs a console: give --console an address")
 	}
 	if c.Timeout <= 0 {
 		bad("--timeout %s: give the pipeline a positive time to settle", c.Timeout)

@@ -23,6 +23,14 @@ var topics = []topicspec.Spec{
 	{Name: PaymentTopic, Kind: topicspec.KindCommand, Partitions: 3, ReplicationFactor: -1},
 	{Name: ShippingTopic, Kind: topicspec.KindCommand, Partitions: 3, ReplicationFactor: -1},
 	{Name: TransformDLQ, Kind: topicspec.KindDeadLetter, Partitions: 1, ReplicationFactor: -1},
+	// What a replay of the sinks' dead letters (the console's, or `outbox
+	// dlq replay`) writes: its ledger, and the quarantine past --max-replays.
+	{Name: PaymentTopic + ".dlt.replayed", Kind: topicspec.KindReplayLedger, Partitions: 1, ReplicationFactor: -1,
+		Configs: map[string]string{"cleanup.policy": "compact"}},
+	{Name: PaymentTopic + ".dlt.quarantine", Kind: topicspec.KindQuarantine, Partitions: 1, ReplicationFactor: -1},
+	{Name: ShippingTopic + ".dlt.replayed", Kind: topicspec.KindReplayLedger, Partitions: 1, ReplicationFactor: -1,
+		Configs: map[string]string{"cleanup.policy": "compact"}},
+	{Name: ShippingTopic + ".dlt.quarantine", Kind: topicspec.KindQuarantine, Partitions: 1, ReplicationFactor: -1},
 }
 
 // startKafka points r.cfg.Kafka at the brokers of the run, starting kfake or

@@ -2,6 +2,7 @@ package demo
 
 import (
 	"encoding/json"
+	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -29,11 +30,43 @@ type MockAPI struct {
 	RateLimitRate float64
 	// Delay is how long a "timed out" answer takes. Defaults to 3s.
 	Delay time.Duration
+	// DeclineEvery, when positive, declines the first call of about one key
+	// in DeclineEvery (those whose FNV-1a hash it divides) with 422 and no
+	// effect: a card declined, which the sink dead-letters at once; a later
+	// call of the key (a replay, after the customer fixed the card) goes
+	// through. Zero: nothing is declined.
+	DeclineEvery int
 
-	mu      sync.Mutex
-	effects map[string]int    // idempotency key -> effects made
-	traces  map[string]string // idempotency key -> trace id of the effecting call
-	calls   atomic.Int64
+	mu       sync.Mutex
+	effects  map[string]int    // idempotency key -> effects made
+	traces   map[string]string // idempotency key -> trace id of the effecting call
+	declined map[string]bool   // idempotency keys declined once (DeclineEvery)
+	calls    atomic.Int64
+}
+
+// declines reports whether the call of key is the one DeclineEvery
+// declines, and remembers it; m.mu is held.
+func (m *MockAPI) declines(key string) bool {
+	if m.DeclineEvery <= 0 || m.declined[key] {
+		return false
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	if h.Sum32()%uint32(m.DeclineEvery) != 0 {
+		return false
+	}
+	if m.declined == nil {
+		m.declined = map[string]bool{}
+	}
+	m.declined[key] = true
+	return true
+}
+
+// Declined is how many keys were declined once.
+func (m *MockAPI) Declined() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.declined)
 }
 
 // ServeHTTP: POST /<anything> makes an effect; GET /status/<key> answers the
@@ -65,6 +98,13 @@ func (m *MockAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
 		http.Error(w, `{"error":"Idempotency-Key required"}`, http.StatusBadRequest)
+		return
+	}
+	m.mu.Lock()
+	declined := m.declines(key)
+	m.mu.Unlock()
+	if declined {
+		http.Error(w, `{"error":"card_declined"}`, http.StatusUnprocessableEntity)
 		return
 	}
 	roll := rand.Float64()

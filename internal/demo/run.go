@@ -114,6 +114,7 @@ func (r *runner) startConsole(ctx context.Context) error {
 		Pool: r.pool, KafkaOpts: r.kopts, Interval: 2 * time.Second, Logger: r.logger,
 		JourneyTopics: []string{"commands.payment", "commands.shipping"},
 		StageMetrics:  scrape,
+		AllowActions:  r.cfg.ConsoleToken != "", Token: r.cfg.ConsoleToken,
 	}, r.cfg.ConsoleAddr)
 	if err != nil {
 		return fmt.Errorf("demo: console: %w", err)
@@ -124,7 +125,11 @@ func (r *runner) startConsole(ctx context.Context) error {
 		defer cancel()
 		_ = l.Stop(sctx)
 	})
-	r.say("console: %s (read-only; an order's journey: %sjourney?q=ORDER_ID)", r.consoleURL, r.consoleURL)
+	mode := "read-only"
+	if r.cfg.ConsoleToken != "" {
+		mode = "replay and quarantine allowed with --console-token"
+	}
+	r.say("console: %s (%s; an order's journey: %sjourney?q=ORDER_ID)", r.consoleURL, mode, r.consoleURL)
 	return nil
 }
 
@@ -134,7 +139,14 @@ func (r *runner) linger(ctx context.Context) {
 	if r.cfg.LingerConsole <= 0 || r.consoleURL == "" {
 		return
 	}
-	r.say("console: %s stays up for %s (Ctrl-C to end)", r.consoleURL, r.cfg.LingerConsole)
+	// The stages stopped for the audit; they run again so that what the
+	// console does (a replay) has its effect, and the pipeline page is live.
+	for _, s := range r.stages {
+		if err := s.start(); err != nil {
+			r.say("demo: restart %s for the console: %v", s.name, err)
+		}
+	}
+	r.say("console: %s stays up for %s, the stages running again (Ctrl-C to end)", r.consoleURL, r.cfg.LingerConsole)
 	t := time.NewTimer(r.cfg.LingerConsole)
 	defer t.Stop()
 	select {
@@ -306,7 +318,8 @@ func (r *runner) startServices(ctx context.Context) error {
 	if r.webhooks.URL, err = r.serve(wh); err != nil {
 		return err
 	}
-	r.payment = &MockAPI{Name: "payment", HonoursKeys: true, FailRate: 0.08, RateLimitRate: 0.02, TimeoutRate: 0.02, Delay: 3 * time.Second}
+	r.payment = &MockAPI{Name: "payment", HonoursKeys: true, FailRate: 0.08, RateLimitRate: 0.02, TimeoutRate: 0.02, Delay: 3 * time.Second,
+		DeclineEvery: r.cfg.DeclineEvery}
 	r.shipping = &MockAPI{Name: "shipping", HonoursKeys: false, FailRate: 0.08, TimeoutRate: 0.02, Delay: 3 * time.Second}
 	if r.paymentURL, err = r.serve(r.payment); err != nil {
 		return err

@@ -171,10 +171,21 @@ func (w *Webhooks) webhook(charge string, version int) webhook {
 }
 
 // post signs body as Stripe does (t=UNIX,v1=HMAC-SHA256 of "t.body") and
-// sends it, retrying a transport error a few times as a provider would.
+// sends it, retrying as a provider would: a transport error, and an answer
+// that asks for it (409 while a duplicate of the delivery is being written
+// by another request, 429, 5xx), a few times with a short backoff. The last
+// answer is what it returns.
 func (w *Webhooks) post(ctx context.Context, body, secret []byte) (int, error) {
 	var lastErr error
-	for range 5 {
+	code := 0
+	for attempt := range 5 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return code, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			}
+		}
 		t := strconv.FormatInt(time.Now().Unix(), 10)
 		mac := hmac.New(sha256.New, secret)
 		mac.Write([]byte(t + "."))
@@ -191,11 +202,17 @@ func (w *Webhooks) post(ctx context.Context, body, secret []byte) (int, error) {
 			if ctx.Err() != nil {
 				return 0, err
 			}
-			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		resp.Body.Close()
-		return resp.StatusCode, nil
+		code = resp.StatusCode
+		if code == http.StatusConflict || code == http.StatusTooManyRequests || code >= 500 {
+			continue
+		}
+		return code, nil
+	}
+	if code != 0 {
+		return code, nil
 	}
 	return 0, fmt.Errorf("demo: post webhook: %w", lastErr)
 }
