@@ -104,7 +104,15 @@ func TestDemoConsoleInBrowser(t *testing.T) {
 	require.Equal(t, before, paymentLedger(t, base), "a dry run changes nothing")
 	browsertest.Step(t, ctx, "confirm and replay", chromedp.Click(chromedp.ID("confirm")), chromedp.Click(chromedp.ID("replay")))
 	eventually(t, time.Minute, "the replay's result", func() error {
-		if s := browsertest.Text(t, ctx, "#summary"); !strings.HasPrefix(s, "Replayed 1") {
+		// The form's submit navigates: until the result page is there, the
+		// node may be gone; ask again.
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		s, err := chromedp.Run(sctx, chromedp.Text(chromedp.CSS("#summary")))
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(s, "Replayed 1") {
 			return fmt.Errorf("summary: %s", s)
 		}
 		return nil
