@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/outboxrelay/outbox/envelope"
 	"github.com/outboxrelay/outbox/internal/kafkaconn"
 	"github.com/outboxrelay/outbox/internal/ops/deadletter"
 )
@@ -256,39 +255,18 @@ func letterJSON(l deadletter.Letter, claim letterClaim) any {
 	if json.Valid(l.Record.Value) {
 		value = json.RawMessage(l.Record.Value)
 	}
-	d := l.DeadLetter
-	type deadLetter struct {
-		OriginTopic     string             `json:"origin_topic"`
-		OriginPartition int32              `json:"origin_partition"`
-		OriginOffset    int64              `json:"origin_offset"`
-		OriginTimestamp *time.Time         `json:"origin_timestamp,omitempty"`
-		Group           string             `json:"group,omitempty"`
-		Stage           string             `json:"stage"`
-		StageName       string             `json:"stage_name,omitempty"`
-		ErrorClass      string             `json:"error_class"`
-		ErrorMessage    string             `json:"error_message"`
-		Attempt         int                `json:"attempt"`
-		History         []envelope.Attempt `json:"history,omitempty"`
-		At              time.Time          `json:"at"`
-	}
-	dl := deadLetter{d.OriginTopic, d.OriginPartition, d.OriginOffset, nil, d.Group, d.Stage, d.StageName,
-		d.ErrorClass, d.ErrorMessage, d.Attempt, d.History, l.At().UTC()}
-	if d.OriginTimestamp.Year() > 1970 {
-		ts := d.OriginTimestamp.UTC()
-		dl.OriginTimestamp = &ts
-	}
 	return struct {
-		Partition   int32             `json:"partition"`
-		Offset      int64             `json:"offset"`
-		Timestamp   time.Time         `json:"timestamp"`
-		Key         string            `json:"key"`
-		EventID     string            `json:"event_id"`
-		ReplayCount int               `json:"replay_count"`
-		DeadLetter  deadLetter        `json:"dead_letter"`
-		Headers     map[string]string `json:"headers"`
-		ClaimCheck  *claimJSON        `json:"claim_check,omitempty"`
-		Value       any               `json:"value"`
-	}{l.Record.Partition, l.Record.Offset, l.Record.Timestamp.UTC(), printable(l.Record.Key), l.EventID, l.ReplayCount, dl, hs, claim.json(), value}
+		Partition   int32                  `json:"partition"`
+		Offset      int64                  `json:"offset"`
+		Timestamp   time.Time              `json:"timestamp"`
+		Key         string                 `json:"key"`
+		EventID     string                 `json:"event_id"`
+		ReplayCount int                    `json:"replay_count"`
+		DeadLetter  deadletter.HeadersView `json:"dead_letter"`
+		Headers     map[string]string      `json:"headers"`
+		ClaimCheck  *claimJSON             `json:"claim_check,omitempty"`
+		Value       any                    `json:"value"`
+	}{l.Record.Partition, l.Record.Offset, l.Record.Timestamp.UTC(), printable(l.Record.Key), l.EventID, l.ReplayCount, l.View(), hs, claim.json(), value}
 }
 
 func dlqReplayCmd(e *env) *cobra.Command {

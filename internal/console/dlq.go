@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/outboxrelay/outbox/envelope"
 	"github.com/outboxrelay/outbox/internal/ops/deadletter"
 )
 
@@ -60,20 +59,9 @@ type LetterView struct {
 	Extra       map[string]string `json:"-"`
 }
 
-// DeadLetterView is the decoded dead-letter headers.
-type DeadLetterView struct {
-	OriginTopic     string             `json:"origin_topic"`
-	OriginPartition int32              `json:"origin_partition"`
-	OriginOffset    int64              `json:"origin_offset"`
-	Group           string             `json:"group,omitempty"`
-	Stage           string             `json:"stage"`
-	StageName       string             `json:"stage_name,omitempty"`
-	ErrorClass      string             `json:"error_class"`
-	ErrorMessage    string             `json:"error_message"`
-	Attempt         int                `json:"attempt"`
-	History         []envelope.Attempt `json:"history,omitempty"`
-	At              time.Time          `json:"at"`
-}
+// DeadLetterView is the decoded dead-letter headers, as `outbox dlq list
+// --json` prints them.
+type DeadLetterView = deadletter.HeadersView
 
 // HeaderView is one record header, decoded.
 type HeaderView struct {
@@ -83,12 +71,9 @@ type HeaderView struct {
 }
 
 func letterView(l deadletter.Letter, full bool) LetterView {
-	d := l.DeadLetter
 	v := LetterView{Partition: l.Record.Partition, Offset: l.Record.Offset, Position: l.Position().String(),
 		Timestamp: l.Record.Timestamp.UTC(), Key: printable(l.Record.Key), EventID: l.EventID, ReplayCount: l.ReplayCount,
-		DeadLetter: DeadLetterView{OriginTopic: d.OriginTopic, OriginPartition: d.OriginPartition, OriginOffset: d.OriginOffset,
-			Group: d.Group, Stage: d.Stage, StageName: d.StageName, ErrorClass: d.ErrorClass, ErrorMessage: d.ErrorMessage,
-			Attempt: d.Attempt, History: d.History, At: l.At().UTC()}}
+		DeadLetter: l.View()}
 	if full {
 		for _, h := range l.Record.Headers {
 			v.Headers = append(v.Headers, HeaderView{Key: h.Key, Value: printable(h.Value), DeadLetter: deadletter.IsDeadLetterHeader(h.Key)})

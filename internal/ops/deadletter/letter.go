@@ -200,3 +200,35 @@ func (f Filter) Match(l Letter) bool {
 func IsDeadLetterHeader(key string) bool {
 	return strings.HasPrefix(key, "__connect.errors.") || strings.HasPrefix(key, "kafka_dlt-") || strings.HasPrefix(key, "outbox.dlt.")
 }
+
+// HeadersView is a letter's dead-letter headers in the shape `outbox dlq
+// list --json` and `dlq show --json` print and the console's pages serve,
+// so the two compare field by field.
+type HeadersView struct {
+	OriginTopic     string             `json:"origin_topic"`
+	OriginPartition int32              `json:"origin_partition"`
+	OriginOffset    int64              `json:"origin_offset"`
+	OriginTimestamp *time.Time         `json:"origin_timestamp,omitempty"`
+	Group           string             `json:"group,omitempty"`
+	Stage           string             `json:"stage"`
+	StageName       string             `json:"stage_name,omitempty"`
+	ErrorClass      string             `json:"error_class"`
+	ErrorMessage    string             `json:"error_message"`
+	Attempt         int                `json:"attempt"`
+	History         []envelope.Attempt `json:"history,omitempty"`
+	At              time.Time          `json:"at"`
+}
+
+// View is l's dead-letter headers as a HeadersView, in UTC; an origin
+// timestamp that was never set is left out.
+func (l Letter) View() HeadersView {
+	d := l.DeadLetter
+	v := HeadersView{OriginTopic: d.OriginTopic, OriginPartition: d.OriginPartition, OriginOffset: d.OriginOffset,
+		Group: d.Group, Stage: d.Stage, StageName: d.StageName, ErrorClass: d.ErrorClass, ErrorMessage: d.ErrorMessage,
+		Attempt: d.Attempt, History: d.History, At: l.At().UTC()}
+	if d.OriginTimestamp.Year() > 1970 {
+		ts := d.OriginTimestamp.UTC()
+		v.OriginTimestamp = &ts
+	}
+	return v
+}
