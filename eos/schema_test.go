@@ -33,15 +33,8 @@ func TestDecodeWireValues(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl := registrytest.Client(t)
-	etype := fmt.Sprintf("eos.wire.%d", time.Now().UnixNano())
-	set, err := schema.LoadFiles(map[string][]byte{etype + "/v1.avsc": []byte(`{"type":"record","name":"Paid","fields":[
-		{"name":"order_id","type":"string"},{"name":"amount_cents","type":"long"}]}`)})
-	require.NoError(t, err)
-	_, err = schema.Register(ctx, cl, set)
-	require.NoError(t, err)
-	w, err := schema.NewWire(schema.WireConfig{Registry: cl, Set: set})
-	require.NoError(t, err)
+	w, etype := registrytest.Wire(ctx, t, "eos.wire", `{"type":"record","name":"Paid","fields":[
+		{"name":"order_id","type":"string"},{"name":"amount_cents","type":"long"}]}`)
 
 	k := kafkatest.New(t)
 	in := k.Topic("wire-in", 2, nil)
@@ -50,6 +43,7 @@ func TestDecodeWireValues(t *testing.T) {
 	const n = 40
 	var recs []*kgo.Record
 	want := map[string]string{}
+	var err error
 	for i := range n {
 		id := fmt.Sprintf("o-%02d", i)
 		payload := fmt.Sprintf(`{"order_id":%q,"amount_cents":%d}`, id, 100+i)
@@ -135,15 +129,8 @@ func TestDecodeRegistryOutageDeadLettersNothing(t *testing.T) {
 		require.NoError(t, err)
 		return cl
 	}
-	direct := newClient(target.String())
-	etype := fmt.Sprintf("eos.outage.%d", time.Now().UnixNano())
-	set, err := schema.LoadFiles(map[string][]byte{etype + "/v1.avsc": []byte(`{"type":"record","name":"Paid","fields":[
-		{"name":"order_id","type":"string"}]}`)})
-	require.NoError(t, err)
-	_, err = schema.Register(ctx, direct, set)
-	require.NoError(t, err)
-	enc, err := schema.NewWire(schema.WireConfig{Registry: direct, Set: set})
-	require.NoError(t, err)
+	enc, etype := registrytest.Wire(ctx, t, "eos.outage", `{"type":"record","name":"Paid","fields":[
+		{"name":"order_id","type":"string"}]}`)
 
 	k := kafkatest.New(t)
 	in := k.Topic("outage-in", 1, nil)

@@ -3,7 +3,6 @@ package relay_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -25,15 +24,8 @@ func TestSchemaMismatchStopsThenDeadLetters(t *testing.T) {
 	b := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl := registrytest.Client(t)
-	etype := fmt.Sprintf("relay.paid.%d", time.Now().UnixNano())
-	set, err := schema.LoadFiles(map[string][]byte{etype + "/v1.avsc": []byte(`{"type":"record","name":"Paid","fields":[
-		{"name":"order_id","type":"string"},{"name":"amount_cents","type":"long"}]}`)})
-	require.NoError(t, err)
-	_, err = schema.Register(ctx, cl, set)
-	require.NoError(t, err)
-	w, err := schema.NewWire(schema.WireConfig{Registry: cl, Set: set})
-	require.NoError(t, err)
+	w, etype := registrytest.Wire(ctx, t, "relay.paid", `{"type":"record","name":"Paid","fields":[
+		{"name":"order_id","type":"string"},{"name":"amount_cents","type":"long"}]}`)
 
 	insert := func(id, payload string) string {
 		var eventID string

@@ -12,7 +12,6 @@ import (
 
 	"github.com/outboxrelay/outbox/envelope"
 	"github.com/outboxrelay/outbox/internal/testkit/registrytest"
-	"github.com/outboxrelay/outbox/schema"
 )
 
 // TestWireValuesDecoded: with a Decoder (a schema.Wire on a real
@@ -24,20 +23,14 @@ func TestWireValuesDecoded(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl := registrytest.Client(t)
-	etype := fmt.Sprintf("sink.wire.%d", time.Now().UnixNano())
-	set, err := schema.LoadFiles(map[string][]byte{etype + "/v1.avsc": []byte(`{"type":"record","name":"Charge","fields":[
-		{"name":"order_id","type":"string"},{"name":"amount_cents","type":"long"}]}`)})
-	require.NoError(t, err)
-	_, err = schema.Register(ctx, cl, set)
-	require.NoError(t, err)
-	w, err := schema.NewWire(schema.WireConfig{Registry: cl, Set: set})
-	require.NoError(t, err)
+	w, etype := registrytest.Wire(ctx, t, "sink.wire", `{"type":"record","name":"Charge","fields":[
+		{"name":"order_id","type":"string"},{"name":"amount_cents","type":"long"}]}`)
 
 	b := setup(t, 1)
 	want := map[string]string{}
 	var recs []*kgo.Record
 	var unknown uuid.UUID
+	var err error
 	for i := range 5 {
 		id := uuid.Must(uuid.NewV7())
 		payload := fmt.Sprintf(`{"order_id":"o-%d","amount_cents":%d}`, i, 100+i)

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/outboxrelay/outbox/schema"
 )
 
 // EnvURL names an existing registry to use instead of starting one.
@@ -167,4 +169,26 @@ func Client(t testing.TB) *sr.Client {
 		t.Fatalf("registrytest: registry client: %v", err)
 	}
 	return cl
+}
+
+// Wire registers avsc as version 1 of a new event type, prefix plus a
+// unique suffix (the registry is shared by the test binary), and returns a
+// schema.Wire that writes that event type in the Confluent wire format,
+// with the event type.
+func Wire(ctx context.Context, t testing.TB, prefix, avsc string) (*schema.Wire, string) {
+	t.Helper()
+	cl := Client(t)
+	eventType := fmt.Sprintf("%s.%d", prefix, time.Now().UnixNano())
+	set, err := schema.LoadFiles(map[string][]byte{eventType + "/v1.avsc": []byte(avsc)})
+	if err != nil {
+		t.Fatalf("registrytest: %v", err)
+	}
+	if _, err := schema.Register(ctx, cl, set); err != nil {
+		t.Fatalf("registrytest: %v", err)
+	}
+	w, err := schema.NewWire(schema.WireConfig{Registry: cl, Set: set})
+	if err != nil {
+		t.Fatalf("registrytest: %v", err)
+	}
+	return w, eventType
 }
